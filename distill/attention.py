@@ -1,0 +1,93 @@
+"""Pre-softmax attention scores from unmodified `transformers` models.
+
+TinyBERT distils the attention *scores* ``Q K^T / sqrt(d) + mask``, but
+transformers 5.x only returns attention *probabilities*. Instead of forking
+the model code, we register one more attention implementation,
+``"distill_scores"``, through the public ``AttentionInterface``: it computes
+exactly what ``eager`` computes and returns the pre-softmax scores where
+``eager`` returns the probabilities, so ``output_attentions=True`` records
+scores. A newly registered name would get ``attention_mask=None``, so the
+eager mask builder is registered for it too (``AttentionMaskInterface``);
+masked keys therefore hold ``torch.finfo(dtype).min`` in the scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+SCORES_ATTENTION = "distill_scores"
+
+
+def scores_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,  # [b, heads, q, d]
+    key: torch.Tensor,  # [b, heads, k, d]
+    value: torch.Tensor,  # [b, heads, k, d]
+    attention_mask: torch.Tensor | None,  # [b, 1, q, k], additive
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eager attention that returns the pre-softmax scores as its 'weights'."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling  # [b, heads, q, k]
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = nn.functional.softmax(scores, dim=-1)
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    output = torch.matmul(probs, value).transpose(1, 2).contiguous()  # [b, q, heads, d]
+    return output, scores
+
+
+AttentionInterface.register(SCORES_ATTENTION, scores_attention_forward)
+AttentionMaskInterface.register(SCORES_ATTENTION, eager_mask)
+
+
+def use_score_attention(model: nn.Module) -> nn.Module:
+    """Switch a loaded model to the score-returning attention, in place."""
+    model.set_attn_implementation(SCORES_ATTENTION)
+    return model
+
+
+@dataclass
+class Intermediates:
+    """What distillation reads from one forward pass.
+
+    hidden_states: L+1 tensors [b, t, h]; index 0 is the embedding output
+        (for ALBERT: after the E->H projection), index i the output of layer i.
+    attention_scores: L tensors [b, heads, t, t], pre-softmax, additive mask
+        included; index i-1 belongs to layer i.
+    logits: [b, num_labels] or [b, t, vocab] when the model has a head, else None.
+    """
+
+    hidden_states: tuple[torch.Tensor, ...]
+    attention_scores: tuple[torch.Tensor, ...]
+    logits: torch.Tensor | None
+
+    @property
+    def embeddings(self) -> torch.Tensor:
+        return self.hidden_states[0]
+
+
+def intermediates(model: nn.Module, batch: dict[str, torch.Tensor]) -> Intermediates:
+    """Run ``model`` on a tokenized batch and collect hidden states and scores."""
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    out = model(**inputs, output_hidden_states=True, output_attentions=True, return_dict=True)
+    if model.config._attn_implementation != SCORES_ATTENTION:
+        raise RuntimeError(
+            f"model uses attention '{model.config._attn_implementation}', which returns probabilities or nothing; "
+            "call distill.attention.use_score_attention(model) first"
+        )
+    if not out.attentions or not out.hidden_states:
+        raise RuntimeError("model returned no attentions/hidden_states; it cannot be distilled layer by layer")
+    return Intermediates(
+        hidden_states=tuple(out.hidden_states),
+        attention_scores=tuple(out.attentions),
+        logits=getattr(out, "logits", None),
+    )

@@ -1,0 +1,150 @@
+"""The training objective: a weighted sum of loss terms, as one ``nn.Module``.
+
+Its submodules are the student and the projections (W_E, W_h), i.e. exactly
+what the optimizer trains; the frozen teacher is held outside the module tree.
+Which terms are on is config (``LossWeights``): the teacher fine-tune stage is
+``hard_ce`` alone with no teacher, intermediate distillation is
+``embedding + hidden + attention``, prediction distillation ``soft_ce``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from distill.attention import intermediates
+from distill.layer_map import LayerMap
+from distill.losses import (
+    AttentionMSE,
+    CosineEmbedding,
+    EmbeddingMSE,
+    HardCrossEntropy,
+    HiddenMSE,
+    SoftCrossEntropy,
+    TinyBertAttentionMSE,
+)
+from distill.teacher import FrozenTeacher
+
+
+@dataclass
+class LossWeights:
+    embedding: float = 0.0
+    hidden: float = 0.0
+    attention: float = 0.0
+    soft_ce: float = 0.0
+    hard_ce: float = 0.0
+    cosine: float = 0.0
+
+    def active(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) != 0]
+
+
+@dataclass
+class LossOptions:
+    temperature: float = 1.0
+    scale_by_t2: bool = False
+    # one W_h for all layers (TinyBERT's code) or one per mapped layer (the paper)
+    shared_hidden_projection: bool = False
+    # 'none' needs equal head counts; 'mean' compares head-averaged scores
+    attention_head_reduction: str = "none"
+    # TinyBERT's exact formulas: one W for embeddings and hidden states, padding
+    # not masked (padded query rows included in attention), no T^2
+    tinybert_compat: bool = False
+
+
+TEACHER_TERMS = ("embedding", "hidden", "attention", "soft_ce", "cosine")
+NEEDS_LOGITS = ("soft_ce", "hard_ce")
+
+
+class Objective(nn.Module):
+    def __init__(
+        self,
+        student: nn.Module,
+        weights: LossWeights,
+        teacher: FrozenTeacher | None = None,
+        layer_map: LayerMap | None = None,
+        options: LossOptions | None = None,
+    ):
+        super().__init__()
+        options = options or LossOptions()
+        active = weights.active()
+        if not active:
+            raise ValueError("loss weights: every weight is 0; set at least one of " + ", ".join(f.name for f in fields(weights)))
+        needs_teacher = [t for t in active if t in TEACHER_TERMS]
+        if needs_teacher and teacher is None:
+            raise ValueError(f"loss weights {needs_teacher} need a teacher, but none was given")
+        if {"hidden", "attention"} & set(active) and layer_map is None:
+            raise ValueError("hidden/attention losses need a layer map")
+        self.student = student
+        self.weights = weights
+        self.options = options
+        self.layer_map = layer_map
+        # not a submodule: see FrozenTeacher
+        self.__dict__["teacher"] = teacher
+
+        s_cfg = student.config
+        t_cfg = teacher.config if teacher is not None else None
+        self.terms = active
+        if "hidden" in active or (options.tinybert_compat and "embedding" in active):
+            n = layer_map.student_layers if layer_map else 0
+            self.hidden = HiddenMSE(s_cfg.hidden_size, t_cfg.hidden_size, n, options.shared_hidden_projection or options.tinybert_compat)
+        if "embedding" in active:
+            self.embedding = EmbeddingMSE(s_cfg.hidden_size, t_cfg.hidden_size)
+            if options.tinybert_compat:
+                self.embedding.proj = self.hidden.projs[0]  # one W for embeddings and hidden states
+        if "attention" in active:
+            if options.tinybert_compat:
+                if s_cfg.num_attention_heads != t_cfg.num_attention_heads:
+                    raise ValueError(
+                        f"attention MSE needs equal head counts (student {s_cfg.num_attention_heads}, "
+                        f"teacher {t_cfg.num_attention_heads}); set student.num_heads to the teacher's"
+                    )
+                self.attention = TinyBertAttentionMSE()
+            else:
+                self.attention = AttentionMSE(
+                    s_cfg.num_attention_heads, t_cfg.num_attention_heads, options.attention_head_reduction
+                )
+        if "soft_ce" in active:
+            self.soft_ce = SoftCrossEntropy(options.temperature, options.scale_by_t2 and not options.tinybert_compat)
+        if "hard_ce" in active:
+            self.hard_ce = HardCrossEntropy()
+        if "cosine" in active:
+            self.cosine = CosineEmbedding(s_cfg.hidden_size, t_cfg.hidden_size)
+
+    @property
+    def teacher(self) -> FrozenTeacher | None:
+        return self.__dict__["teacher"]
+
+    def projection_parameters(self) -> list[nn.Parameter]:
+        student_ids = {id(p) for p in self.student.parameters()}
+        return [p for p in self.parameters() if id(p) not in student_ids]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Total weighted loss and each (unweighted) term, for logging."""
+        s = intermediates(self.student, batch)
+        t = self.teacher(batch) if self.teacher is not None else None
+        mask = batch["attention_mask"]
+        token_mask = None if self.options.tinybert_compat else mask
+        terms: dict[str, torch.Tensor] = {}
+        if "embedding" in self.terms:
+            terms["embedding"] = self.embedding(s.embeddings, t.embeddings, token_mask)
+        if "hidden" in self.terms:
+            pairs = self.layer_map.hidden_pairs()
+            terms["hidden"] = self.hidden(
+                [s.hidden_states[i] for i, _ in pairs], [t.hidden_states[j] for _, j in pairs], token_mask
+            )
+        if "attention" in self.terms:
+            pairs = self.layer_map.attention_pairs()
+            terms["attention"] = self.attention(
+                [s.attention_scores[i] for i, _ in pairs], [t.attention_scores[j] for _, j in pairs], mask
+            )
+        if "soft_ce" in self.terms:
+            terms["soft_ce"] = self.soft_ce(s.logits, t.logits)
+        if "hard_ce" in self.terms:
+            terms["hard_ce"] = self.hard_ce(s.logits, batch["labels"])
+        if "cosine" in self.terms:
+            terms["cosine"] = self.cosine(s.hidden_states[-1], t.hidden_states[-1], mask)
+        total = sum(getattr(self.weights, name) * value for name, value in terms.items())
+        return total, terms

