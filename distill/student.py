@@ -44,7 +44,8 @@ class StudentShape:
         if self.num_heads >= 1 and self.hidden_size % self.num_heads:
             out.append(
                 f"student.hidden_size={self.hidden_size} is not divisible by student.num_heads={self.num_heads}; "
-                "pick a head count that divides it"
+                "pick a head count that divides it (with a teacher of another head count, also set "
+                "stage.loss.attention_head_reduction=mean)"
             )
         if self.sharing not in SHARING_MODES:
             out.append(f"student.sharing='{self.sharing}' is unknown; use one of {', '.join(SHARING_MODES)}")
@@ -110,7 +111,7 @@ def _albert_core(model: nn.Module) -> AlbertModel:
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
-    """Parameter counts of an ALBERT student (base model or with a head).
+    """Parameter counts of an ALBERT student (base model or with a head), or of a BERT teacher.
 
     embedding: the factorized embedding, V*E + P*E + T*E + LayerNorm(E), plus
         the E->H projection (E*H + H).
@@ -120,10 +121,14 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     total: embedding + non_embedding.
     unique: distinct tensors, shared weights counted once (what is stored).
     """
-    core = _albert_core(model)
     n = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
-    embedding = n(core.embeddings) + n(core.encoder.embedding_hidden_mapping_in)
     unique = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    if not isinstance(model.base_model, AlbertModel):
+        # a BERT-like teacher: nothing is shared
+        embedding = n(model.base_model.embeddings)
+        return {"total": unique, "embedding": embedding, "non_embedding": unique - embedding, "unique": unique}
+    core = _albert_core(model)
+    embedding = n(core.embeddings) + n(core.encoder.embedding_hidden_mapping_in)
     cfg = core.config
     per_group = n(core.encoder.albert_layer_groups[0])
     layers_as_run = per_group * cfg.num_hidden_layers

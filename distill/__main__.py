@@ -1,0 +1,45 @@
+"""``python -m distill stage=<teacher|general|task> [task=...] [student=...] [key=value ...]``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from distill.config import Config, ConfigError
+
+log = logging.getLogger("distill")
+
+
+def recipes():
+    # imported lazily: `--help` and `--cfg job` stay fast
+    from recipes import general, task, teacher
+
+    return {"teacher": teacher.run, "general": general.run, "task": task.run}
+
+
+def run(cfg: DictConfig | Config) -> dict:
+    """Run the stage ``cfg.stage.name`` names; tests call this with a composed config."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_object(cfg)
+    stages = recipes()
+    if cfg.stage.name not in stages:
+        raise ConfigError(f"stage.name='{cfg.stage.name}' is unknown; use one of {', '.join(stages)}")
+    return stages[cfg.stage.name](cfg)
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        run(cfg)
+    except ConfigError as err:
+        # bad input is the user's to fix: say what and how, no stack trace
+        for line in str(err).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

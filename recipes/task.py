@@ -1,0 +1,90 @@
+"""stage=task: TinyBERT's task distillation, both steps in one run.
+
+Phase 1 (intermediate): embedding + hidden + attention losses from the
+fine-tuned teacher. Phase 2 (prediction): soft cross-entropy on the teacher's
+logits (plus hard labels if weighted). The student starts from the general
+student of the same shape when one exists. The best dev checkpoint of the
+selecting phase is kept in ``<run_dir>/model``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transformers import AlbertModel
+
+from distill import run as runs
+from distill.attention import use_score_attention
+from distill.config import ConfigError
+from distill.data import eval_loader, load_task, tokenize_task, train_loader
+from distill.evaluation import evaluate
+from distill.layer_map import LayerMap
+from distill.objective import Objective
+from distill.student import build_student, init_from_albert, parameter_counts
+from distill.teacher import FrozenTeacher, load_model, load_tokenizer
+from distill.trainer import train_phase
+
+log = logging.getLogger("distill")
+
+
+def run(cfg) -> dict:
+    task, train_cfg = cfg.task, cfg.train
+    teacher_dir = Path(cfg.teacher.finetuned)
+    if not (teacher_dir / "config.json").is_file():
+        raise ConfigError(
+            f"stage=task needs a fine-tuned teacher at {teacher_dir}; run `python -m distill stage=teacher "
+            f"task={task.name}` first, or set teacher.finetuned=<model dir>"
+        )
+    run = runs.start(cfg)
+    tokenizer = load_tokenizer(str(teacher_dir))
+    teacher = FrozenTeacher(load_model(str(teacher_dir), head="sequence_classification")).to(run.accelerator.device)
+    if teacher.config.num_labels != task.num_labels:
+        raise ConfigError(
+            f"teacher.finetuned={teacher_dir} has {teacher.config.num_labels} labels but task '{task.name}' has "
+            f"{task.num_labels}; fine-tune the teacher on this task"
+        )
+    student = build_student(
+        cfg.student, tokenizer, num_labels=task.num_labels, type_vocab_size=teacher.config.type_vocab_size,
+        id2label=dict(enumerate(task.label_names)), label2id={n: i for i, n in enumerate(task.label_names)},
+    )
+    general = Path(cfg.general_student)
+    if (general / "config.json").is_file():
+        init_from_albert(student, AlbertModel.from_pretrained(general))
+        start_from = str(general)
+    else:
+        log.warning(
+            "no general student at %s: starting from a random student (run `python -m distill stage=general` "
+            "with the same student shape first for a better one)", general,
+        )
+        start_from = "random"
+    use_score_attention(student)
+    layer_map = LayerMap(cfg.stage.layer_map, cfg.student.num_layers, teacher.config.num_hidden_layers)
+    data = tokenize_task(load_task(task), task, tokenizer)
+    loader = train_loader(data["train"], tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length)
+    dev = eval_loader(data["dev"], tokenizer, train_cfg.eval_batch_size)
+    device = run.accelerator.device
+    best = runs.BestCheckpoint(run, student, tokenizer, task.metrics[0])
+
+    results = []
+    for phase in cfg.stage.phases:
+        objective = Objective(student, phase.weights, teacher, layer_map, cfg.stage.loss)
+        results.append(
+            train_phase(
+                objective, loader, phase, train_cfg, run.accelerator, run.log,
+                evaluate=(lambda: evaluate(student, dev, task.metrics, device)) if phase.select_best else None,
+                on_eval=best if phase.select_best else None,
+            )
+        )
+    if best.best is None:
+        best(evaluate(student, dev, task.metrics, device), results[-1]["steps"])
+    teacher_eval = evaluate(teacher.model, dev, task.metrics, device)
+    extra = {
+        "eval": {"student": best.best, "teacher": teacher_eval},
+        "best_step": best.best_step,
+        "student_init": start_from,
+        "teacher_dir": str(teacher_dir),
+        "teacher_params": parameter_counts(teacher.model),
+        "layer_map": list(layer_map.targets),
+    }
+    return runs.finish(run, runs.summary(cfg, results, parameter_counts(student), extra))

@@ -1,0 +1,45 @@
+"""stage=teacher: fine-tune the pretrained teacher on a task (hard-label cross-entropy).
+
+The task stage distils from the model this writes to ``<run_dir>/model``.
+"""
+
+from __future__ import annotations
+
+from distill import run as runs
+from distill.data import eval_loader, load_task, tokenize_task, train_loader
+from distill.evaluation import evaluate
+from distill.objective import Objective
+from distill.student import parameter_counts
+from distill.teacher import load_model, load_tokenizer
+from distill.trainer import train_phase
+
+
+def run(cfg) -> dict:
+    run = runs.start(cfg)
+    task, train_cfg = cfg.task, cfg.train
+    tokenizer = load_tokenizer(cfg.teacher.name_or_path)
+    data = tokenize_task(load_task(task), task, tokenizer)
+    model = load_model(
+        cfg.teacher.name_or_path,
+        head="sequence_classification",
+        num_labels=task.num_labels,
+        id2label=dict(enumerate(task.label_names)),
+        label2id={name: i for i, name in enumerate(task.label_names)},
+    )
+    loader = train_loader(data["train"], tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length)
+    dev = eval_loader(data["dev"], tokenizer, train_cfg.eval_batch_size)
+    best = runs.BestCheckpoint(run, model, tokenizer, task.metrics[0])
+
+    results = []
+    for phase in cfg.stage.phases:
+        objective = Objective(model, phase.weights)
+        results.append(
+            train_phase(
+                objective, loader, phase, train_cfg, run.accelerator, run.log,
+                evaluate=lambda: evaluate(model, dev, task.metrics, run.accelerator.device),
+                on_eval=best if phase.select_best else None,
+            )
+        )
+    if best.best is None:  # no phase selects: keep the final model
+        best(evaluate(model, dev, task.metrics, run.accelerator.device), results[-1]["steps"])
+    return runs.finish(run, runs.summary(cfg, results, parameter_counts(model), {"eval": {"teacher": best.best}, "best_step": best.best_step}))

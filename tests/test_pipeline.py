@@ -1,0 +1,140 @@
+"""End to end through the real entry point: teacher -> general -> task on tiny random models."""
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+from distill.__main__ import run
+from distill.config import ConfigError
+from distill.testing import WORDS, write_tiny_teacher
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+POSITIVE, NEGATIVE = ["good", "great", "fun", "love", "best"], ["bad", "awful", "boring", "hate", "worst"]
+PLAIN = [w for w in WORDS if not w.startswith("##") and w not in POSITIVE + NEGATIVE]
+
+
+def write_tsv(path: Path, n: int, seed: int) -> None:
+    rng = random.Random(seed)
+    rows = ["sentence\tlabel"]
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = rng.sample(PLAIN, rng.randint(1, 8)) + [rng.choice(POSITIVE if label else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append(f"{' '.join(words)}\t{label}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    (root / "data").mkdir()
+    write_tsv(root / "data" / "train.tsv", 96, 0)
+    write_tsv(root / "data" / "dev.tsv", 24, 1)
+    torch.manual_seed(0)
+    write_tiny_teacher(root / "teacher", head="base")
+    return root
+
+
+def overrides(root: Path, *extra: str) -> list[str]:
+    return [
+        f"teacher.name_or_path={root / 'teacher'}",
+        f"task.data_dir={root / 'data'}",
+        f"runs_root={root / 'runs'}",
+        "student.num_layers=2", "student.hidden_size=16", "student.embedding_size=8",
+        "student.num_heads=4", "student.intermediate_size=20", "student.sharing=all",
+        "student.max_position_embeddings=64", "corpus.max_length=32",
+        "train.batch_size=8", "train.eval_batch_size=16", "train.max_steps=4", "train.log_every=2",
+        "train.progress=false", *extra,
+    ]
+
+
+def compose_cfg(root: Path, *extra: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=overrides(root, *extra))
+
+
+def test_teacher_general_task_chain(workspace):
+    teacher = run(compose_cfg(workspace, "stage=teacher"))
+    assert set(teacher["eval"]["teacher"]) == {"accuracy"}
+    teacher_model = workspace / "runs" / "teacher" / "sst2" / "model"
+    assert (teacher_model / "config.json").is_file()
+
+    general = run(compose_cfg(workspace, "stage=general"))
+    assert general["steps"] == 4 and set(general["losses"]) >= {"embedding", "hidden", "attention"}
+
+    task = run(compose_cfg(workspace, "stage=task"))
+    run_dir = workspace / "runs" / "task" / "sst2" / "L2_H16_E8_A4_I20_shareall"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(task))
+    for key in ("stage", "task", "steps", "examples_seen", "train_seconds", "train_examples_per_second", "losses", "params", "eval"):
+        assert key in metrics, key
+    assert metrics["steps"] == 8 and metrics["examples_seen"] == 8 * 8
+    assert set(metrics["losses"]) == {"embedding", "hidden", "attention", "soft_ce", "loss"}
+    assert set(metrics["params"]) == {"total", "embedding", "non_embedding", "unique"}
+    assert set(metrics["eval"]) == {"student", "teacher"}
+    assert metrics["student_init"].endswith("general/L2_H16_E8_A4_I20_shareall/model")
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "log.jsonl").is_file()
+    log_lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert {r["phase"] for r in log_lines} == {"intermediate", "prediction"}
+
+    # the saved student reloads with plain transformers and gives the same logits
+    model_dir = run_dir / "model"
+    reloaded = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch = tokenizer(["a good movie", "the plot was dull and bad"], padding=True, return_tensors="pt")
+    from distill.attention import use_score_attention
+
+    ours = use_score_attention(AutoModelForSequenceClassification.from_pretrained(model_dir)).eval()
+    torch.testing.assert_close(reloaded(**batch).logits, ours(**batch).logits, atol=1e-5, rtol=0)
+    assert reloaded.config.id2label == {0: "negative", 1: "positive"}
+    # no projection heads in the exported student
+    from safetensors import safe_open
+
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
+        assert not [k for k in f.keys() if "proj" in k and "mapping" not in k]
+    AutoModel.from_pretrained(workspace / "runs" / "general" / "L2_H16_E8_A4_I20_shareall" / "model")
+
+    # a finished run is never overwritten silently
+    with pytest.raises(ConfigError, match="holds a finished run; pass overwrite=true"):
+        run(compose_cfg(workspace, "stage=task"))
+
+
+def test_task_without_teacher_names_the_command(tmp_path):
+    with pytest.raises(ConfigError, match=r"run `python -m distill stage=teacher task=sst2` first"):
+        run(compose_cfg(tmp_path, "stage=task", f"teacher.finetuned={tmp_path / 'nowhere'}"))
+
+
+def test_cli_reports_bad_config_in_one_line_per_problem(tmp_path):
+    cmd = [sys.executable, "-m", "distill", "stage=teacher", "student.hidden_size=30", "student.num_heads=4",
+           f"task.data_dir={tmp_path}", f"runs_root={tmp_path / 'runs'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(CONF).parent)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert any("student.hidden_size=30 is not divisible by student.num_heads=4" in e for e in errors)
+    assert any("train.tsv does not exist" in e for e in errors)
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_sweep_runs_independent_members(workspace):
+    """A Hydra multirun over student depth: each member its own run directory, last line run_dir."""
+    args = [a for a in overrides(workspace, "stage=general", "train.max_steps=2", f"runs_root={workspace / 'sweep'}")
+            if not a.startswith("student.num_layers")]
+    cmd = [sys.executable, "-m", "distill", "-m", *args, "student.num_layers=1,2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(CONF).parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    printed = [line for line in proc.stdout.splitlines() if line.startswith("run_dir: ")]
+    assert [Path(p.split(": ", 1)[1]).name for p in printed] == ["L1_H16_E8_A4_I20_shareall", "L2_H16_E8_A4_I20_shareall"]
+    for line in printed:
+        assert json.loads((Path(line.split(": ", 1)[1]) / "metrics.json").read_text())["steps"] == 2
+
+
+def test_typo_fails_at_compose(tmp_path):
+    with pytest.raises(Exception, match="hiden_size"):
+        compose_cfg(tmp_path, "student.hiden_size=3")
