@@ -109,7 +109,8 @@ def summary(cfg: Config, phases: list[dict], params: dict[str, int], extra: dict
     return {
         "stage": cfg.stage.name,
         "task": cfg.task.name,
-        "student": cfg.student.tag(),
+        # the teacher stage trains no student
+        "student": cfg.student.tag() if cfg.stage.name != "teacher" else None,
         "steps": sum(p["steps"] for p in phases),
         "examples_seen": examples,
         "train_seconds": seconds,

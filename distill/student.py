@@ -18,7 +18,10 @@ import torch
 from torch import nn
 from transformers import AlbertConfig, AlbertForSequenceClassification, AlbertModel, PreTrainedTokenizerBase
 
+from distill.modeling_albert_pooled import AlbertMeanPoolForSequenceClassification
+
 SHARING_MODES = ("all", "every_k", "none")
+POOLING = ("cls", "mean")
 
 
 @dataclass
@@ -34,6 +37,9 @@ class StudentShape:
     hidden_act: str = "gelu_pytorch_tanh"
     dropout: float = 0.1
     max_position_embeddings: int = 512
+    # sequence-classifier pooling: 'cls' (first token through tanh, as BERT/ALBERT) or
+    # 'mean' over real tokens (saved with its own small model file; load with trust_remote_code=True)
+    pooling: str = "cls"
 
     def problems(self) -> list[str]:
         """Every problem with this shape, one line each (empty when valid)."""
@@ -54,6 +60,8 @@ class StudentShape:
                 f"student.k={self.k} does not divide student.num_layers={self.num_layers}; "
                 "sharing=every_k needs consecutive blocks of k layers"
             )
+        if self.pooling not in POOLING:
+            out.append(f"student.pooling='{self.pooling}' is unknown; use cls or mean")
         if not 0.0 <= self.dropout < 1.0:
             out.append(f"student.dropout={self.dropout} must be in [0, 1)")
         return out
@@ -68,7 +76,7 @@ class StudentShape:
         return (
             f"L{self.num_layers}_H{self.hidden_size}_E{self.embedding_size}"
             f"_A{self.num_heads}_I{self.intermediate_size}_{share}"
-        )
+        ) + ("_mean" if self.pooling == "mean" else "")
 
 
 def albert_config(shape: StudentShape, tokenizer: PreTrainedTokenizerBase, type_vocab_size: int = 2, **extra) -> AlbertConfig:
@@ -98,11 +106,13 @@ def albert_config(shape: StudentShape, tokenizer: PreTrainedTokenizerBase, type_
 
 
 def build_student(shape: StudentShape, tokenizer: PreTrainedTokenizerBase, num_labels: int | None = None, **extra) -> nn.Module:
-    """A randomly initialised ALBERT; with ``num_labels`` a sequence classifier (CLS pooling, as ALBERT does)."""
+    """A randomly initialised ALBERT; with ``num_labels`` a sequence classifier pooled by ``shape.pooling``."""
     config = albert_config(shape, tokenizer, **extra)
     if num_labels is None:
         return AlbertModel(config)
     config.num_labels = num_labels
+    if shape.pooling == "mean":
+        return AlbertMeanPoolForSequenceClassification(config)
     return AlbertForSequenceClassification(config)
 
 
@@ -154,6 +164,7 @@ def layer_group_of(model: nn.Module, layer: int) -> nn.Module:
 def init_from_albert(student: nn.Module, source: AlbertModel) -> None:
     """Load a (general) student's ALBERT body into ``student``; its head stays as built."""
     missing, unexpected = _albert_core(student).load_state_dict(source.state_dict(), strict=False)
-    bad = [k for k in missing if not k.startswith("pooler")] + list(unexpected)
+    # the general student's pooler is unused by a mean-pooled head, and absent before the task stage
+    bad = [k for k in list(missing) + list(unexpected) if not k.startswith("pooler")]
     if bad:
         raise ValueError(f"student init: the ALBERT body does not match this student's shape ({bad[:3]} ...)")

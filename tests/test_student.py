@@ -80,3 +80,25 @@ def test_bad_shapes_fail_at_construction(tokenizer, overrides, message):
 
 def test_tag_names_the_shape():
     assert StudentShape().tag() == "L4_H312_E128_A12_I1200_every2"
+
+
+def test_mean_pooling_head_saves_and_reloads_without_distill(tokenizer, tmp_path, padded_batch):
+    shape = StudentShape(num_layers=2, hidden_size=16, embedding_size=8, num_heads=2, intermediate_size=20,
+                         sharing="all", pooling="mean")
+    assert shape.tag().endswith("_shareall_mean")
+    model = build_student(shape, tokenizer, num_labels=3).eval()
+    inputs = {k: v for k, v in padded_batch.items() if k != "labels"}
+    out = model(**inputs, output_hidden_states=True)
+    # the logits are the classifier applied to the mean of the last hidden states over real tokens
+    h, m = out.hidden_states[-1], inputs["attention_mask"].unsqueeze(-1).float()
+    torch.testing.assert_close(out.logits, model.classifier((h * m).sum(1) / m.sum(1)))
+    # padding does not change a sentence's logits
+    alone = model(**tokenizer(["bad"], return_tensors="pt")).logits
+    torch.testing.assert_close(alone[0], out.logits[1], atol=1e-5, rtol=0)
+
+    model.save_pretrained(tmp_path)
+    from transformers import AutoModelForSequenceClassification
+
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path, trust_remote_code=True).eval()
+    assert type(reloaded).__module__.split(".")[0] != "distill"
+    torch.testing.assert_close(reloaded(**inputs).logits, out.logits, atol=1e-6, rtol=0)
