@@ -1,0 +1,270 @@
+"""Latency, throughput, parameters and FLOPs of saved classifiers, measured side by side.
+
+``python -m distill.bench <model_dir> [<model_dir> ...] [--dev-tsv PATH | --length N] [--threads 2]
+[--repeats 20] [--onnx] [--json out.json]``
+
+The first model is the reference: every other model's speed-up is the
+reference's median latency over its own, on the same engine and batch size,
+all measured in this one process with the same thread count and the same
+sentences. Inputs are either sentences sampled from a dev TSV (each model
+tokenizes them itself, padded to the longest in the batch, as at serving
+time) or random tokens of a fixed ``--length``.
+
+Latency: ``warmup`` untimed calls, then ``repeats`` timed calls, each on a
+different batch; median and 90th percentile. Throughput: batch size / median
+latency. FLOPs per example: ``torch.utils.flop_counter.FlopCounterMode`` over a
+batch-1 forward with eager attention (the CPU fused attention kernel is not
+counted by it), averaged over the batch-1 inputs. It counts matrix products
+only: per layer 2(4H^2 + 2HI)T for the projections and feed-forward plus
+2*2*T^2*H for the attention products, then pooler and classifier; embedding
+lookups, softmax, LayerNorm and activations are left out (a few percent).
+ALBERT's shared layers count once per layer they run as.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from distill.export import (
+    ExportError,
+    check_model_dir,
+    encode,
+    export_onnx,
+    load_classifier,
+    max_length,
+    onnx_logits,
+    parity,
+    read_tsv,
+    require_onnx,
+    session,
+)
+from distill.student import parameter_counts
+
+BATCH_SIZES = (1, 32)
+WARMUP = 3
+SEED = 0
+
+
+def label(model_dir: str) -> str:
+    """A short row name: the two path parts above a trailing ``model`` (runs/task/sst2/L4_.../model -> sst2/L4_...)."""
+    parts = [p for p in Path(model_dir).parts if p not in ("", "/")]
+    if parts and parts[-1] == "model":
+        parts = parts[:-1]
+    return "/".join(parts[-2:])
+
+
+def text_batches(texts: list[str], batch_size: int, count: int) -> list[list[str]]:
+    """``count`` batches of sentences, the same for every model (fixed seed); without replacement while they last."""
+    rng = random.Random(SEED + batch_size)
+    need = batch_size * count
+    picked = rng.sample(texts, need) if need <= len(texts) else rng.choices(texts, k=need)
+    return [picked[i : i + batch_size] for i in range(0, need, batch_size)]
+
+
+def token_batches(tokenizer, batch_size: int, count: int, length: int) -> list[dict[str, np.ndarray]]:
+    """``count`` batches of random tokens, all ``length`` long, no padding."""
+    rng = np.random.default_rng(SEED + batch_size)
+    out = []
+    for _ in range(count):
+        ids = rng.integers(0, len(tokenizer), size=(batch_size, length), dtype=np.int64)
+        out.append({"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)})
+    return out
+
+
+def model_inputs(model, tokenizer, texts: list[str] | None, length: int | None, batch_size: int, count: int):
+    """The inputs this model sees at ``batch_size``: its own tokenization of the shared sentences, or fixed tokens."""
+    limit = max_length(model, tokenizer)
+    if texts is not None:
+        return [encode(tokenizer, b, limit) for b in text_batches(texts, batch_size, count)]
+    if length > limit:
+        raise ExportError(f"--length {length} is longer than this model accepts ({limit}); pass --length <= {limit}")
+    return token_batches(tokenizer, batch_size, count, length)
+
+
+def timings(run, batches: list[dict[str, np.ndarray]]) -> list[float]:
+    """Seconds per call of ``run`` on each batch after the first WARMUP (untimed) ones."""
+    for batch in batches[:WARMUP]:
+        run(batch)
+    out = []
+    for batch in batches[WARMUP:]:
+        start = time.perf_counter()
+        run(batch)
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def summarize(seconds: list[float], batches: list[dict[str, np.ndarray]], batch_size: int) -> dict:
+    median = statistics.median(seconds)
+    return {
+        "batch_size": batch_size,
+        "median_ms": 1000 * median,
+        "p90_ms": 1000 * float(np.percentile(seconds, 90)),
+        "sentences_per_s": batch_size / median,
+        "padded_length": float(np.mean([b["input_ids"].shape[1] for b in batches[WARMUP:]])),
+    }
+
+
+def torch_runner(model):
+    @torch.inference_mode()
+    def run(batch):
+        model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+
+    return run
+
+
+def flops_per_example(model, batches: list[dict[str, np.ndarray]]) -> tuple[float, float]:
+    """Mean matmul FLOPs and mean real tokens per example, over batch-1 inputs, counted with eager attention."""
+    default = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    counts, tokens = [], []
+    try:
+        for batch in batches:
+            with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+                model(**{k: torch.from_numpy(v) for k, v in batch.items()})
+            counts.append(counter.get_total_flops() / batch["input_ids"].shape[0])
+            tokens.append(float(batch["attention_mask"].sum()) / batch["input_ids"].shape[0])
+    finally:
+        model.set_attn_implementation(default)
+    return float(np.mean(counts)), float(np.mean(tokens))
+
+
+def onnx_files(model_dir: Path, model, tokenizer, scratch: Path) -> tuple[dict[str, Path], str]:
+    """ONNX graphs to time: the directory's model.onnx (+ model.int8.onnx), or a fresh parity-checked export."""
+    found = {"onnx": model_dir / "model.onnx", "onnx-int8": model_dir / "model.int8.onnx"}
+    found = {k: p for k, p in found.items() if p.is_file()}
+    if "onnx" in found:
+        return found, "model dir"
+    path = export_onnx(model, tokenizer, scratch / "model.onnx")
+    parity(model, tokenizer, path)
+    return {"onnx": path, **found}, "exported for this run"
+
+
+def bench_model(model_dir: str, texts, length, threads: int, repeats: int, onnx: bool, scratch: Path) -> tuple[dict, list[dict]]:
+    """One model's description and its timing rows (one per engine and batch size)."""
+    path = check_model_dir(model_dir)
+    model, tokenizer = load_classifier(path, attn_implementation=None)  # what from_pretrained picks: sdpa on CPU
+    inputs = {b: model_inputs(model, tokenizer, texts, length, b, WARMUP + repeats) for b in BATCH_SIZES}
+    flops, tokens = flops_per_example(model, inputs[1][WARMUP:])
+    info = {
+        "model_dir": str(model_dir), "label": label(model_dir), "model_type": model.config.model_type,
+        "attn_implementation": model.config._attn_implementation, "params": parameter_counts(model),
+        "flops_per_example": flops, "tokens_per_example": tokens,
+    }
+    engines = {"torch": torch_runner(model)}
+    if onnx:
+        files, info["onnx_source"] = onnx_files(path, model, tokenizer, scratch)
+        for name, file in files.items():
+            sess = session(file, threads)
+            engines[name] = lambda batch, sess=sess: onnx_logits(sess, batch)
+    rows = []
+    for engine, run in engines.items():
+        for b in BATCH_SIZES:
+            rows.append({"model": info["label"], "model_dir": str(model_dir), "engine": engine,
+                         **summarize(timings(run, inputs[b]), inputs[b], b)})
+    return info, rows
+
+
+def add_speedups(rows: list[dict], reference: str) -> None:
+    """speedup = reference model's median latency / this row's, same engine and batch size (None if the reference lacks it)."""
+    ref = {(r["engine"], r["batch_size"]): r["median_ms"] for r in rows if r["model_dir"] == reference}
+    for r in rows:
+        base = ref.get((r["engine"], r["batch_size"]))
+        r["speedup"] = base / r["median_ms"] if base else None
+
+
+def benchmark(model_dirs: list[str], texts: list[str] | None = None, length: int | None = None, threads: int = 2,
+              repeats: int = 20, onnx: bool = False) -> dict:
+    """Measure every model in one process; the first is the speed-up reference. Returns what ``--json`` writes."""
+    if not model_dirs:
+        raise ExportError("no model directory given; pass at least one saved model directory")
+    if (texts is None) == (length is None):
+        raise ExportError("pass either texts (--dev-tsv) or a fixed length (--length), not both or neither")
+    if repeats < 1 or threads < 1:
+        raise ExportError(f"--repeats {repeats} and --threads {threads} must be >= 1")
+    for d in model_dirs:
+        check_model_dir(d)  # fail before measuring anything
+    if onnx:
+        require_onnx()
+    torch.set_num_threads(threads)
+    models, rows = [], []
+    with tempfile.TemporaryDirectory(prefix="distill-bench-") as scratch:
+        for i, d in enumerate(model_dirs):
+            info, model_rows = bench_model(d, texts, length, threads, repeats, onnx, Path(scratch) / str(i))
+            models.append(info)
+            rows += model_rows
+    add_speedups(rows, models[0]["model_dir"])
+    return {
+        "threads": threads, "torch_threads": torch.get_num_threads(), "repeats": repeats, "warmup": WARMUP,
+        "inputs": "dev sentences" if texts is not None else f"fixed length {length}", "length": length,
+        "reference": models[0]["model_dir"], "torch_version": torch.__version__,
+        "onnxruntime_version": _ort_version() if onnx else None, "models": models, "results": rows,
+    }
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, tuple("-" * w for w in widths), *rows])
+
+
+def format_report(report: dict) -> str:
+    """The plain-text tables: one row per model, then one per model, engine and batch size."""
+    models = _table(
+        ("model", "params total", "params unique", "MFLOPs/example", "tokens/example", "attention"),
+        [(m["label"], f"{m['params']['total'] / 1e6:.2f}M", f"{m['params']['unique'] / 1e6:.2f}M",
+          f"{m['flops_per_example'] / 1e6:.1f}", f"{m['tokens_per_example']:.1f}", m["attn_implementation"])
+         for m in report["models"]],
+    )
+    speed = _table(
+        ("model", "engine", "batch", "padded len", "median ms", "p90 ms", "sentences/s", "speed-up"),
+        [(r["model"], r["engine"], str(r["batch_size"]), f"{r['padded_length']:.1f}", f"{r['median_ms']:.2f}",
+          f"{r['p90_ms']:.2f}", f"{r['sentences_per_s']:.1f}", f"{r['speedup']:.2f}x" if r["speedup"] else "-")
+         for r in report["results"]],
+    )
+    head = (f"threads: torch {report['torch_threads']}, onnxruntime intra-op {report['threads']}; inputs: {report['inputs']}; "
+            f"{report['warmup']} warm-up + {report['repeats']} timed calls per row; reference: {report['reference']}")
+    return f"{head}\n\n{models}\n\n{speed}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m distill.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dirs", nargs="+", help="saved model directories; the first is the speed-up reference")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--dev-tsv", help="sample real sentences from this TSV (sentence<TAB>label header)")
+    source.add_argument("--length", type=int, help="random tokens of this fixed length instead (default 128)")
+    parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per model, engine and batch size")
+    parser.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (model.onnx in the dir, else exported)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    try:
+        texts = read_tsv(args.dev_tsv)[0] if args.dev_tsv else None
+        length = None if texts is not None else (args.length or 128)
+        report = benchmark(args.model_dirs, texts, length, args.threads, args.repeats, args.onnx)
+    except ExportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
