@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from distill.assets import FetchError
 from distill.config import Config, ConfigError
+from distill.trainer import Interrupted, NonFiniteLoss
 
 log = logging.getLogger("distill")
 
@@ -40,6 +41,12 @@ def main(cfg: DictConfig) -> None:
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteLoss as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(3)
+    except Interrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -141,6 +141,12 @@ class TrainConfig:
     progress: bool = True
     # > 0: caps every phase at this many optimizer steps (quick runs, smoke tests)
     max_steps: int = -1
+    # save the full training state every N optimizer steps (0: only at the end of each phase)
+    checkpoint_every: int = 500
+    # complete checkpoints kept (older ones are deleted)
+    keep_checkpoints: int = 2
+    # a non-finite loss: 'stop' (with the step, the term and the last good checkpoint) or 'skip' the batch
+    on_nonfinite: str = "stop"
 
 
 @dataclass
@@ -156,8 +162,11 @@ class Config:
     run_dir: str = "${runs_root}/${stage.name}"
     # the general student the task stage starts from (when it exists)
     general_student: str = "${runs_root}/general/${student_tag:${student}}/model"
-    # replace a finished run directory instead of refusing
+    # replace an existing run directory instead of refusing
     overwrite: bool = False
+    # continue a killed run from its last complete checkpoint: true (this run_dir's checkpoints)
+    # or a checkpoint directory; with no checkpoint yet, true starts from scratch
+    resume: Any = False
 
 
 def student_tag(student) -> str:
@@ -201,6 +210,14 @@ def problems(cfg: Config) -> list[str]:
     for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every"):
         if getattr(t, name) < 1:
             out.append(f"train.{name}={getattr(t, name)} must be >= 1")
+    if t.on_nonfinite not in ("stop", "skip"):
+        out.append(f"train.on_nonfinite='{t.on_nonfinite}' is unknown; use stop or skip")
+    if t.checkpoint_every < 0 or t.keep_checkpoints < 1:
+        out.append("train.checkpoint_every must be >= 0 and train.keep_checkpoints >= 1")
+    if not isinstance(cfg.resume, bool) and not (Path(str(cfg.resume)) / "state.pt").is_file():
+        out.append(f"resume={cfg.resume}: not a checkpoint directory (no state.pt); use resume=true or a checkpoints/step-* path")
+    if cfg.resume is not False and cfg.overwrite:
+        out.append("resume and overwrite=true contradict each other; pick one")
     if t.mixed_precision not in ("no", "fp16", "bf16"):
         out.append(f"train.mixed_precision='{t.mixed_precision}' is unknown; use no, fp16 or bf16")
     task = cfg.task
@@ -209,12 +226,13 @@ def problems(cfg: Config) -> list[str]:
     for metric in task.metrics:
         if metric not in METRICS:
             out.append(f"task.metrics: '{metric}' is unknown; use any of {', '.join(METRICS)}")
-    if task.max_length < 8 or cfg.corpus.max_length < 8:
-        out.append("task.max_length and corpus.max_length must be >= 8")
-    if task.max_length > cfg.student.max_position_embeddings or cfg.corpus.max_length > cfg.student.max_position_embeddings:
-        out.append(
-            f"task.max_length/corpus.max_length exceed student.max_position_embeddings={cfg.student.max_position_embeddings}"
-        )
+    # the corpus is read by the general stage only
+    lengths = {"task.max_length": task.max_length}
+    if cfg.stage.name == "general":
+        lengths["corpus.max_length"] = cfg.corpus.max_length
+    for name, value in lengths.items():
+        if not 8 <= value <= cfg.student.max_position_embeddings:
+            out.append(f"{name}={value} must be in 8..student.max_position_embeddings ({cfg.student.max_position_embeddings})")
     if task.data_dir is not None:
         for split in (task.train_file, task.dev_file):
             path = Path(task.data_dir) / split

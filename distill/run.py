@@ -16,10 +16,16 @@ from accelerate.utils import set_seed
 from omegaconf import OmegaConf
 from torch import nn
 
+from distill.checkpoint import Checkpoints
 from distill.config import Config, ConfigError, check
-from distill.trainer import MetricsLog
+from distill.trainer import MetricsLog, TrainContext
 
 log = logging.getLogger("distill")
+
+
+RUN_FILES = ("config.yaml", "metrics.json", "log.jsonl", "model", "checkpoints", "tensorboard")
+# keys a resumed run may change: how it runs, not what it computes
+RESUME_FREE = ("resume", "overwrite", "train.progress", "train.threads")
 
 
 @dataclass
@@ -28,27 +34,65 @@ class Run:
     dir: Path
     accelerator: Accelerator
     log: MetricsLog
+    checkpoints: Checkpoints
+    # the checkpoint to continue from, or None for a fresh start
+    resume: dict | None = None
 
     @property
     def model_dir(self) -> Path:
         return self.dir / "model"
 
+    def context(self, **kwargs) -> TrainContext:
+        return TrainContext(self.accelerator, self.log, self.checkpoints, **kwargs)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def _check_same_config(run_dir: Path, cfg: Config) -> None:
+    saved = _flat(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))
+    now = _flat(OmegaConf.to_container(OmegaConf.create(cfg)))
+    differ = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k) and not k.startswith(RESUME_FREE)]
+    if differ:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differ[:3])
+        raise ConfigError(
+            f"resume: the config differs from the run being resumed ({shown}); resume with the same settings "
+            "or start a new run_dir"
+        )
+
 
 def start(cfg: Config) -> Run:
-    """Validate the whole config, claim the run directory, seed everything."""
+    """Validate the whole config, claim (or reopen) the run directory, seed everything."""
     check(cfg)
     run_dir = Path(cfg.run_dir)
-    if (run_dir / "metrics.json").exists():
-        if not cfg.overwrite:
-            raise ConfigError(
-                f"run_dir {run_dir} holds a finished run; pass overwrite=true to replace it "
-                "or run_dir=<another path> to keep it"
-            )
-        for name in ("metrics.json", "log.jsonl", "model", "tensorboard"):
+    checkpoints = Checkpoints(run_dir / "checkpoints", cfg.train.keep_checkpoints)
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    resume_from = Path(str(cfg.resume)) if not isinstance(cfg.resume, bool) else checkpoints.latest() if cfg.resume else None
+    if (run_dir / "metrics.json").exists() and not cfg.overwrite:
+        raise ConfigError(
+            f"run_dir {run_dir} holds a finished run; pass overwrite=true to replace it or run_dir=<another path> to keep it"
+        )
+    if existing and not cfg.overwrite and cfg.resume is False:
+        last = checkpoints.latest()
+        raise ConfigError(
+            f"run_dir {run_dir} holds an unfinished run (last checkpoint: {last.name if last else 'none'}); "
+            "pass resume=true to continue it or overwrite=true to start over"
+        )
+    if cfg.overwrite or (existing and resume_from is None):
+        for name in RUN_FILES:
             target = run_dir / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    resume = None
+    if resume_from is not None:
+        _check_same_config(run_dir, cfg)
+        resume = Checkpoints.load(resume_from)
+        log.info("resuming from %s (phase %d, step %d)", resume_from, resume["progress"].phase, resume["progress"].step)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "log.jsonl").unlink(missing_ok=True)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     set_seed(cfg.train.seed)
@@ -56,9 +100,12 @@ def start(cfg: Config) -> Run:
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
     )
-    if accelerator.is_main_process:
+    metrics_log = MetricsLog(run_dir)
+    if resume is not None:
+        metrics_log.truncate(resume["progress"].log_bytes)
+    elif accelerator.is_main_process:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    return Run(cfg, run_dir, accelerator, MetricsLog(run_dir))
+    return Run(cfg, run_dir, accelerator, metrics_log, checkpoints, resume)
 
 
 def save_model(model: nn.Module, tokenizer, target: Path) -> None:
@@ -85,7 +132,10 @@ def finish(run: Run, metrics: dict) -> dict:
 
 
 class BestCheckpoint:
-    """Keeps the model whose dev score (the task's first metric) is the best so far."""
+    """Keeps the model whose dev score (the task's first metric) is the best so far.
+
+    ``best`` and ``best_step`` travel in checkpoints, so a resumed run keeps comparing
+    against the same best."""
 
     def __init__(self, run: Run, model: nn.Module, tokenizer, metric: str):
         self.run, self.model, self.tokenizer, self.metric = run, model, tokenizer, metric

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from distill.checkpoint import Checkpoints, Progress, set_rng_state
 from distill.config import PhaseConfig, TrainConfig
 from distill.objective import Objective
 
@@ -40,6 +44,15 @@ class MetricsLog:
             self.tensorboard = SummaryWriter(str(Path(run_dir) / "tensorboard"))
         except ImportError:
             pass
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def truncate(self, size: int) -> None:
+        """Drop what was logged after a checkpoint, before a resume replays it."""
+        if self.path.exists():
+            with self.path.open("r+b") as f:
+                f.truncate(size)
 
     def write(self, record: dict) -> None:
         with self.path.open("a") as f:
@@ -62,83 +75,185 @@ def _optimizer(objective: Objective, lr: float, weight_decay: float) -> torch.op
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def train_phase(
-    objective: Objective,
-    loader: DataLoader,
-    phase: PhaseConfig,
-    train_cfg: TrainConfig,
-    accelerator: Accelerator,
-    log: MetricsLog,
-    evaluate: Callable[[], dict[str, float]] | None = None,
-    on_eval: Callable[[dict[str, float], int], None] | None = None,
-) -> dict:
-    """Run one phase; return its step count, examples, time and final loss terms."""
-    updates_per_epoch = math.ceil(len(loader) / train_cfg.gradient_accumulation_steps)
-    total_steps = phase.max_steps if phase.max_steps > 0 else math.ceil(phase.epochs * updates_per_epoch)
-    if train_cfg.max_steps > 0:
-        total_steps = min(total_steps, train_cfg.max_steps)
-    optimizer = _optimizer(objective, phase.lr, train_cfg.weight_decay)
-    scheduler = get_scheduler(
-        phase.scheduler, optimizer, num_warmup_steps=int(phase.warmup_ratio * total_steps), num_training_steps=total_steps
-    )
-    model, optimizer, loader, scheduler = accelerator.prepare(objective, optimizer, loader, scheduler)
-    model.train()
+class Interrupted(RuntimeError):
+    """SIGINT/SIGTERM arrived: a checkpoint was saved; the message says how to resume."""
 
-    step, examples, epoch = 0, 0, 0
-    running: dict[str, float] = {}
-    last_terms: dict[str, float] = {}
-    start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc=phase.name, disable=not (train_cfg.progress and accelerator.is_main_process))
-    while step < total_steps:
-        for batch in loader:
+
+class _StopSignals:
+    """Turns SIGINT/SIGTERM into a flag the loop checks at each optimizer step."""
+
+    def __init__(self):
+        self.received: str | None = None
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class TrainContext:
+    """What the loop needs from the run around it."""
+
+    accelerator: Accelerator
+    log: MetricsLog
+    checkpoints: Checkpoints
+    # dev evaluation, run in phases that select the kept model, or None
+    evaluate: Callable[[], dict[str, float]] | None = None
+    # called with (metrics, step) after each evaluation; keeps the best model. Its ``best`` and
+    # ``best_step`` attributes travel in checkpoints (see distill.run.BestCheckpoint)
+    best: Callable[[dict[str, float], int], None] | None = None
+
+
+def train(
+    phases: list[PhaseConfig],
+    build_objective: Callable[[PhaseConfig], Objective],
+    loader: DataLoader,
+    cfg: TrainConfig,
+    ctx: TrainContext,
+    resume: dict | None = None,
+) -> list[dict]:
+    """Run every phase in order (from a checkpoint's position when ``resume`` is given); return each phase's results."""
+    progress: Progress = resume["progress"] if resume else Progress()
+    if ctx.best is not None:
+        ctx.best.best, ctx.best.best_step = progress.best, progress.best_step
+    # the sampler draws each epoch's order from this generator; its state at epoch start is checkpointed
+    generator = loader.sampler.generator
+    with _StopSignals() as stop:
+        for index, phase in enumerate(phases):
+            if index < progress.phase:
+                continue
+            objective = build_objective(phase)
+            optimizer = _optimizer(objective, phase.lr, cfg.weight_decay)
+            total = _total_steps(phase, cfg, len(loader))
+            scheduler = get_scheduler(
+                phase.scheduler, optimizer, num_warmup_steps=int(phase.warmup_ratio * total), num_training_steps=total
+            )
+            phase_resume = resume if resume and index == resume["progress"].phase else None
+            if phase_resume:
+                objective.load_state_dict(phase_resume["objective"])
+                optimizer.load_state_dict(phase_resume["optimizer"])
+                scheduler.load_state_dict(phase_resume["scheduler"])
+                set_rng_state(phase_resume["rng"])  # building the objective drew from the RNG
+            prepared = ctx.accelerator.prepare(objective, optimizer, loader, scheduler)
+            result = _train_phase(phase, index, total, prepared, generator, cfg, ctx, progress, phase_resume, stop)
+            progress.finished.append(result)
+            progress = Progress(phase=index + 1, finished=progress.finished, best=progress.best,
+                                best_step=progress.best_step, nonfinite_skips=progress.nonfinite_skips)
+    return progress.finished
+
+
+def _total_steps(phase: PhaseConfig, cfg: TrainConfig, batches_per_epoch: int) -> int:
+    updates_per_epoch = math.ceil(batches_per_epoch / cfg.gradient_accumulation_steps)
+    total = phase.max_steps if phase.max_steps > 0 else math.ceil(phase.epochs * updates_per_epoch)
+    return min(total, cfg.max_steps) if cfg.max_steps > 0 else total
+
+
+def _train_phase(phase, index, total_steps, prepared, generator, cfg, ctx, progress, resume, stop) -> dict:
+    model, optimizer, loader, scheduler = prepared
+    accelerator, log = ctx.accelerator, ctx.log
+    model.train()
+    bar = tqdm(total=total_steps, initial=progress.step, desc=phase.name,
+               disable=not (cfg.progress and accelerator.is_main_process))
+    clock = time.perf_counter() - progress.seconds
+    # only a phase whose dev score picks the kept model is evaluated
+    evaluating = ctx.evaluate is not None and phase.select_best
+
+    def checkpoint() -> Path | None:
+        progress.seconds = time.perf_counter() - clock
+        progress.log_bytes = log.size()
+        if ctx.best is not None:
+            progress.best, progress.best_step = ctx.best.best, ctx.best.best_step
+        if not accelerator.is_main_process:
+            return None
+        return ctx.checkpoints.save(progress, sampler_state, accelerator.unwrap_model(model), optimizer, scheduler)
+
+    replaying = resume is not None
+    if replaying:
+        # replay the interrupted epoch's order and skip what was done, even when the phase had
+        # ended: the sampler's generator must be where the uninterrupted run left it
+        sampler_state = resume["sampler_state"]
+        generator.set_state(sampler_state)
+        batches = iter(loader)
+        for _ in range(progress.batch_in_epoch):
+            next(batches)
+        set_rng_state(resume["rng"])
+    while progress.step < total_steps:
+        if not replaying:
+            sampler_state = generator.get_state()
+            batches = iter(loader)
+        replaying = False
+        for batch in batches:
+            progress.batch_in_epoch += 1
             with accelerator.accumulate(model):
                 loss, terms = model(batch)
                 if not torch.isfinite(loss):
-                    bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["total"]
-                    raise NonFiniteLoss(
-                        f"phase '{phase.name}' step {step}: loss term {bad[0]} is {loss.item()}; "
-                        "lower the learning rate or check the data"
-                    )
+                    if cfg.on_nonfinite != "skip":
+                        bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["total"]
+                        raise NonFiniteLoss(
+                            f"phase '{phase.name}' step {progress.step}: loss term {bad[0]} is "
+                            f"{terms.get(bad[0], loss).item()}; last good checkpoint: {ctx.checkpoints.latest() or 'none'}; "
+                            "lower the learning rate, check the data, or set train.on_nonfinite=skip"
+                        )
+                    # skip the batch: no update from it (nor from its accumulation window)
+                    progress.nonfinite_skips += 1
+                    optimizer.zero_grad()
+                    continue
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and train_cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), train_cfg.max_grad_norm)
+                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            examples += batch["input_ids"].size(0) * accelerator.num_processes
+            progress.examples += batch["input_ids"].size(0) * accelerator.num_processes
             for k, v in terms.items():
-                running[k] = running.get(k, 0.0) + v.item()
-            running["loss"] = running.get("loss", 0.0) + loss.item()
-            running["_n"] = running.get("_n", 0) + 1
+                progress.running[k] = progress.running.get(k, 0.0) + v.item()
+            progress.running["loss"] = progress.running.get("loss", 0.0) + loss.item()
+            progress.running["_n"] = progress.running.get("_n", 0) + 1
             if not accelerator.sync_gradients:
                 continue
-            step += 1
+            progress.step += 1
+            step = progress.step
             bar.update(1)
-            if step % train_cfg.log_every == 0 or step == total_steps:
-                n = running.pop("_n")
-                last_terms = {k: v / n for k, v in running.items()}
-                running = {}
-                elapsed = time.perf_counter() - start
-                record = {"phase": phase.name, "step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                          "examples_per_second": examples / elapsed, **last_terms}
-                bar.set_postfix({k: f"{v:.4g}" for k, v in last_terms.items()})
+            if (step % cfg.log_every == 0 or step == total_steps) and progress.running.get("_n"):
+                n = progress.running.pop("_n")
+                progress.last_terms = {k: v / n for k, v in progress.running.items()}
+                progress.running = {}
+                record = {"phase": phase.name, "step": step, "epoch": progress.epoch, "lr": scheduler.get_last_lr()[0],
+                          "examples_per_second": progress.examples / (time.perf_counter() - clock), **progress.last_terms}
+                bar.set_postfix({k: f"{v:.4g}" for k, v in progress.last_terms.items()})
                 if accelerator.is_main_process:
                     log.write(record)
-            if evaluate is not None and phase.eval_every > 0 and step % phase.eval_every == 0 and step < total_steps:
-                _run_eval(evaluate, on_eval, log, phase, step, accelerator)
+            if evaluating and (step == total_steps or (phase.eval_every > 0 and step % phase.eval_every == 0)):
+                _run_eval(ctx, phase, step)
+            periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
+            if step == total_steps or periodic or stop.received:
+                saved = checkpoint()
+            if stop.received:
+                raise Interrupted(f"{stop.received} at phase '{phase.name}' step {step}: checkpoint saved to {saved}; "
+                                  "run the same command with resume=true to continue")
             if step >= total_steps:
                 break
-        epoch += 1
+        else:
+            progress.epoch += 1
+            progress.batch_in_epoch = 0
     bar.close()
-    seconds = time.perf_counter() - start
-    if evaluate is not None:
-        _run_eval(evaluate, on_eval, log, phase, step, accelerator)
-    return {"steps": step, "examples_seen": examples, "train_seconds": seconds, "losses": last_terms}
+    return {"steps": progress.step, "examples_seen": progress.examples, "train_seconds": time.perf_counter() - clock,
+            "losses": progress.last_terms, "nonfinite_skips": progress.nonfinite_skips}
 
 
-def _run_eval(evaluate, on_eval, log, phase, step, accelerator) -> None:
-    metrics = evaluate()
-    if accelerator.is_main_process:
-        log.write({"phase": phase.name, "step": step, "eval": metrics})
-    if on_eval is not None:
-        on_eval(metrics, step)
+def _run_eval(ctx: TrainContext, phase: PhaseConfig, step: int) -> None:
+    metrics = ctx.evaluate()
+    if ctx.accelerator.is_main_process:
+        ctx.log.write({"phase": phase.name, "step": step, "eval": metrics})
+    if ctx.best is not None:
+        ctx.best(metrics, step)

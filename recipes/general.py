@@ -13,7 +13,7 @@ from distill.layer_map import LayerMap
 from distill.objective import Objective
 from distill.student import build_student, parameter_counts
 from distill.teacher import FrozenTeacher, load_model, load_tokenizer
-from distill.trainer import train_phase
+from distill.trainer import train
 
 
 def run(cfg) -> dict:
@@ -26,10 +26,10 @@ def run(cfg) -> dict:
     corpus = load_corpus(cfg.corpus, cfg.task, tokenizer)
     loader = train_loader(corpus, tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length)
 
-    results = []
-    for phase in cfg.stage.phases:
-        objective = Objective(student, phase.weights, teacher, layer_map, cfg.stage.loss)
-        results.append(train_phase(objective, loader, phase, train_cfg, run.accelerator, run.log))
+    results = train(
+        cfg.stage.phases, lambda phase: Objective(student, phase.weights, teacher, layer_map, cfg.stage.loss),
+        loader, train_cfg, run.context(), run.resume,
+    )
     if run.accelerator.is_main_process:
         runs.save_model(run.accelerator.unwrap_model(student), tokenizer, run.model_dir)
     return runs.finish(run, runs.summary(cfg, results, parameter_counts(student), {"layer_map": list(layer_map.targets)}))

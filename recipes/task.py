@@ -23,7 +23,7 @@ from distill.layer_map import LayerMap
 from distill.objective import Objective
 from distill.student import build_student, init_from_albert, parameter_counts
 from distill.teacher import FrozenTeacher, load_model, load_tokenizer
-from distill.trainer import train_phase
+from distill.trainer import train
 
 log = logging.getLogger("distill")
 
@@ -66,17 +66,12 @@ def run(cfg) -> dict:
     device = run.accelerator.device
     best = runs.BestCheckpoint(run, student, tokenizer, task.metrics[0])
 
-    results = []
-    for phase in cfg.stage.phases:
-        objective = Objective(student, phase.weights, teacher, layer_map, cfg.stage.loss)
-        results.append(
-            train_phase(
-                objective, loader, phase, train_cfg, run.accelerator, run.log,
-                evaluate=(lambda: evaluate(student, dev, task.metrics, device)) if phase.select_best else None,
-                on_eval=best if phase.select_best else None,
-            )
-        )
-    if best.best is None:
+    results = train(
+        cfg.stage.phases, lambda phase: Objective(student, phase.weights, teacher, layer_map, cfg.stage.loss),
+        loader, train_cfg, run.context(evaluate=lambda: evaluate(student, dev, task.metrics, device), best=best),
+        run.resume,
+    )
+    if best.best is None:  # no phase selects: keep the final student
         best(evaluate(student, dev, task.metrics, device), results[-1]["steps"])
     teacher_eval = evaluate(teacher.model, dev, task.metrics, device)
     extra = {

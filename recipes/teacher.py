@@ -11,7 +11,7 @@ from distill.evaluation import evaluate
 from distill.objective import Objective
 from distill.student import parameter_counts
 from distill.teacher import load_model, load_tokenizer
-from distill.trainer import train_phase
+from distill.trainer import train
 
 
 def run(cfg) -> dict:
@@ -29,17 +29,11 @@ def run(cfg) -> dict:
     loader = train_loader(data["train"], tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length)
     dev = eval_loader(data["dev"], tokenizer, train_cfg.eval_batch_size)
     best = runs.BestCheckpoint(run, model, tokenizer, task.metrics[0])
-
-    results = []
-    for phase in cfg.stage.phases:
-        objective = Objective(model, phase.weights)
-        results.append(
-            train_phase(
-                objective, loader, phase, train_cfg, run.accelerator, run.log,
-                evaluate=lambda: evaluate(model, dev, task.metrics, run.accelerator.device),
-                on_eval=best if phase.select_best else None,
-            )
-        )
+    device = run.accelerator.device
+    results = train(
+        cfg.stage.phases, lambda phase: Objective(model, phase.weights), loader, train_cfg,
+        run.context(evaluate=lambda: evaluate(model, dev, task.metrics, device), best=best), run.resume,
+    )
     if best.best is None:  # no phase selects: keep the final model
-        best(evaluate(model, dev, task.metrics, run.accelerator.device), results[-1]["steps"])
+        best(evaluate(model, dev, task.metrics, device), results[-1]["steps"])
     return runs.finish(run, runs.summary(cfg, results, parameter_counts(model), {"eval": {"teacher": best.best}, "best_step": best.best_step}))

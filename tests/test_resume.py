@@ -1,0 +1,162 @@
+"""A killed run, resumed, ends exactly where an uninterrupted run ends.
+
+The kills are real: a subprocess runs the CLI with a ``sitecustomize`` (test
+code on PYTHONPATH, nothing in the library) that sends SIGKILL or SIGTERM to
+its own process after the N-th checkpoint, or in the middle of writing one.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from distill.testing import write_tiny_teacher
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_pipeline import write_tsv  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TIMING = ("train_seconds", "train_examples_per_second", "examples_per_second")
+
+KILLER = '''
+import os, signal
+import distill.checkpoint as ckpt
+
+mode, n = os.environ["KILL_MODE"], int(os.environ["KILL_AT"])
+calls = {"save": 0, "replace": 0}
+original_save, original_replace = ckpt.Checkpoints.save, os.replace
+
+def save(self, *args, **kwargs):
+    path = original_save(self, *args, **kwargs)
+    calls["save"] += 1
+    if calls["save"] == n and mode in ("KILL", "TERM"):
+        os.kill(os.getpid(), signal.SIGKILL if mode == "KILL" else signal.SIGTERM)
+    return path
+
+def replace(src, dst, *args, **kwargs):
+    # the checkpoint file is written, its directory not yet renamed into place
+    if mode == "MID_WRITE" and os.path.basename(str(src)).startswith(".tmp-"):
+        calls["replace"] += 1
+        if calls["replace"] == n:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return original_replace(src, dst, *args, **kwargs)
+
+ckpt.Checkpoints.save = save
+ckpt.os.replace = replace
+'''
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    (root / "data").mkdir()
+    write_tsv(root / "data" / "train.tsv", 64, 0)
+    write_tsv(root / "data" / "dev.tsv", 16, 1)
+    torch.manual_seed(0)
+    write_tiny_teacher(root / "teacher", head="sequence_classification")
+    (root / "killer").mkdir()
+    (root / "killer" / "sitecustomize.py").write_text(KILLER)
+    return root
+
+
+def args(root: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        "stage=task", "task=sst2", f"task.data_dir={root / 'data'}", f"teacher.finetuned={root / 'teacher'}",
+        f"runs_root={root / 'runs'}", f"run_dir={run_dir}",
+        "student.num_layers=2", "student.hidden_size=16", "student.embedding_size=8", "student.num_heads=4",
+        "student.intermediate_size=20", "student.sharing=all", "student.max_position_embeddings=64",
+        "train.batch_size=8", "train.max_steps=7", "train.checkpoint_every=3", "train.log_every=2",
+        "train.progress=false", "stage.phases.1.eval_every=2", *extra,
+    ]
+
+
+def cli(root: Path, run_dir: Path, *extra: str, kill: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    if kill:
+        env.update(PYTHONPATH=f"{root / 'killer'}{os.pathsep}{REPO}", KILL_MODE=kill[0], KILL_AT=str(kill[1]))
+    return subprocess.run([sys.executable, "-m", "distill", *args(root, run_dir, *extra)],
+                          capture_output=True, text=True, cwd=REPO, env=env)
+
+
+def drop_timing(value):
+    if isinstance(value, dict):
+        return {k: drop_timing(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [drop_timing(v) for v in value]
+    return value
+
+
+def outcome(run_dir: Path) -> tuple[dict, dict, list]:
+    weights = load_file(str(run_dir / "model" / "model.safetensors"))
+    metrics = drop_timing(json.loads((run_dir / "metrics.json").read_text()))
+    log = [drop_timing(json.loads(line)) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    return weights, metrics, log
+
+
+@pytest.fixture(scope="module")
+def reference(setup):
+    proc = cli(setup, setup / "runs" / "reference")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return outcome(setup / "runs" / "reference")
+
+
+def assert_same(run_dir: Path, reference) -> None:
+    weights, metrics, log = outcome(run_dir)
+    ref_weights, ref_metrics, ref_log = reference
+    assert weights.keys() == ref_weights.keys()
+    for name in weights:
+        assert torch.equal(weights[name], ref_weights[name]), name  # bit-identical
+    assert metrics == ref_metrics
+    assert log == ref_log
+
+
+@pytest.mark.parametrize("kill_at", [2, 3])  # mid-phase 1; at the end of phase 1 (7 steps: checkpoints 3, 6, 7)
+def test_sigkill_then_resume_equals_uninterrupted(setup, reference, kill_at):
+    run_dir = setup / "runs" / f"killed-{kill_at}"
+    killed = cli(setup, run_dir, kill=("KILL", kill_at))
+    assert killed.returncode == -signal.SIGKILL
+    assert not (run_dir / "metrics.json").exists()
+    # without resume, the unfinished run is not silently restarted
+    refused = cli(setup, run_dir)
+    assert refused.returncode == 2 and "pass resume=true to continue it or overwrite=true" in refused.stderr
+    resumed = cli(setup, run_dir, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same(run_dir, reference)
+
+
+def test_kill_while_writing_checkpoint_resumes_from_previous(setup, reference):
+    run_dir = setup / "runs" / "mid-write"
+    killed = cli(setup, run_dir, kill=("MID_WRITE", 2))
+    assert killed.returncode == -signal.SIGKILL
+    ckpts = run_dir / "checkpoints"
+    assert [p.name for p in ckpts.iterdir() if not p.name.startswith(".tmp-")] == ["step-0-3"]
+    assert any(p.name.startswith(".tmp-") for p in ckpts.iterdir())  # the half-written one
+    resumed = cli(setup, run_dir, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    said = resumed.stdout + resumed.stderr
+    assert "resuming from" in said and "step-0-3" in said
+    assert_same(run_dir, reference)
+
+
+def test_sigterm_saves_and_says_how_to_resume(setup, reference):
+    run_dir = setup / "runs" / "terminated"
+    stopped = cli(setup, run_dir, kill=("TERM", 1))
+    assert stopped.returncode == 130
+    assert "SIGTERM at phase 'intermediate' step 3" in stopped.stderr and "resume=true" in stopped.stderr
+    resumed = cli(setup, run_dir, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same(run_dir, reference)
+
+
+def test_resume_refuses_a_changed_config(setup):
+    run_dir = setup / "runs" / "changed"
+    assert cli(setup, run_dir, kill=("KILL", 1)).returncode == -signal.SIGKILL
+    changed = cli(setup, run_dir, "resume=true", "stage.phases.0.lr=1e-3")
+    assert changed.returncode == 2
+    assert "resume: the config differs from the run being resumed (stage.phases" in changed.stderr
