@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.config import ConfigError
+from distill.errors import ConfigError
 
 NAME = re.compile(r"^step-(\d+)-(\d+)$")
 

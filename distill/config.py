@@ -15,6 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from distill.errors import ConfigError
 from distill.objective import LossOptions, LossWeights
 from distill.student import StudentShape
 
@@ -179,10 +180,6 @@ if not OmegaConf.has_resolver("student_tag"):
 ConfigStore.instance().store(name="schema", node=Config)
 
 
-class ConfigError(ValueError):
-    """Bad input: the message is one or more lines, each naming a field and the fix."""
-
-
 def problems(cfg: Config) -> list[str]:
     """Every problem in ``cfg``, one line each."""
     out = list(cfg.student.problems())
@@ -259,7 +256,40 @@ def problems(cfg: Config) -> list[str]:
     return out
 
 
-def check(cfg: Config) -> None:
+def teacher_problems(cfg: Config, teacher_config) -> list[str]:
+    """Cross-checks against the teacher's config (read from config.json, weights not loaded)."""
+    from distill.layer_map import LayerMap, LayerMapError
+
+    out = []
+    active = {term for phase in cfg.stage.phases for term in phase.weights.active()}
+    if {"hidden", "attention"} & active:
+        try:
+            LayerMap(cfg.stage.layer_map, cfg.student.num_layers, teacher_config.num_hidden_layers)
+        except LayerMapError as err:
+            out.append(f"stage.{err}")
+    teacher_heads = teacher_config.num_attention_heads
+    if "attention" in active and cfg.stage.loss.attention_head_reduction == "none" and cfg.student.num_heads != teacher_heads:
+        out.append(
+            f"student.num_heads={cfg.student.num_heads} but the teacher has {teacher_heads} heads; attention MSE "
+            f"compares head by head: set student.num_heads={teacher_heads} or stage.loss.attention_head_reduction=mean"
+        )
+    if cfg.stage.name == "task" and teacher_config.num_labels != cfg.task.num_labels:
+        out.append(
+            f"the fine-tuned teacher has {teacher_config.num_labels} labels but task '{cfg.task.name}' has "
+            f"{cfg.task.num_labels} (task.label_names); fine-tune the teacher on this task first"
+        )
+    return out
+
+
+def check(cfg: Config, load_teacher_config=None) -> None:
+    """Raise one ConfigError listing every problem, one per line.
+
+    ``load_teacher_config``: a function returning the teacher's config, for the cross-checks."""
     found = problems(cfg)
+    if load_teacher_config is not None:
+        try:
+            found += teacher_problems(cfg, load_teacher_config())
+        except ConfigError as err:
+            found.append(str(err))
     if found:
         raise ConfigError("\n".join(found))

@@ -18,6 +18,7 @@ from torch import nn
 
 from distill.checkpoint import Checkpoints
 from distill.config import Config, ConfigError, check
+from distill.teacher import load_config
 from distill.trainer import MetricsLog, TrainContext
 
 log = logging.getLogger("distill")
@@ -66,9 +67,10 @@ def _check_same_config(run_dir: Path, cfg: Config) -> None:
         )
 
 
-def start(cfg: Config) -> Run:
-    """Validate the whole config, claim (or reopen) the run directory, seed everything."""
-    check(cfg)
+def start(cfg: Config, teacher: str | None = None) -> Run:
+    """Validate the whole config (against ``teacher``'s config.json when given), claim (or reopen)
+    the run directory, seed everything. Nothing heavy is loaded before every check has passed."""
+    check(cfg, (lambda: load_config(teacher)) if teacher is not None else None)
     run_dir = Path(cfg.run_dir)
     checkpoints = Checkpoints(run_dir / "checkpoints", cfg.train.keep_checkpoints)
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]

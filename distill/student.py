@@ -72,7 +72,7 @@ class StudentShape:
 
     def tag(self) -> str:
         """Short name for run directories, e.g. L4_H312_E128_A12_I1200_every2."""
-        share = {"all": "shareall", "none": "noshare", "every_k": f"every{self.k}"}[self.sharing]
+        share = {"all": "shareall", "none": "noshare", "every_k": f"every{self.k}"}.get(self.sharing, self.sharing)
         return (
             f"L{self.num_layers}_H{self.hidden_size}_E{self.embedding_size}"
             f"_A{self.num_heads}_I{self.intermediate_size}_{share}"

@@ -13,6 +13,7 @@ import importlib
 import torch
 from torch import nn
 from transformers import (
+    AutoConfig,
     AutoModel,
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
@@ -21,6 +22,7 @@ from transformers import (
 )
 
 from distill.attention import Intermediates, intermediates, use_score_attention
+from distill.errors import ConfigError
 
 HEADS = {
     "base": AutoModel,
@@ -44,15 +46,37 @@ def resolve_path(name_or_path: str) -> str:
     return str(module.get_model_path())
 
 
+def _unloadable(what: str, name_or_path: str, err: Exception) -> ConfigError:
+    message = (str(err).strip().splitlines() or [""])[0][:160]
+    return ConfigError(
+        f"{what} {name_or_path} cannot be loaded ({type(err).__name__}: {message}); check that it is a complete "
+        "Hugging Face model directory (config.json, weights, tokenizer), or re-run the stage that wrote it"
+    )
+
+
+def load_config(name_or_path: str):
+    """The model's config alone: cheap, for validating a run before any weights are read."""
+    try:
+        return AutoConfig.from_pretrained(resolve_path(name_or_path))
+    except (OSError, ValueError, KeyError) as err:
+        raise _unloadable("model", name_or_path, err) from None
+
+
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    return AutoTokenizer.from_pretrained(resolve_path(name_or_path))
+    try:
+        return AutoTokenizer.from_pretrained(resolve_path(name_or_path))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise _unloadable("tokenizer of", name_or_path, err) from None
 
 
 def load_model(name_or_path: str, head: str = "base", **kwargs) -> nn.Module:
     """Load a model with the score-returning attention, ready for distillation or fine-tuning."""
     if head not in HEADS:
         raise ValueError(f"teacher.head='{head}' is unknown; use one of {', '.join(HEADS)}")
-    model = HEADS[head].from_pretrained(resolve_path(name_or_path), **kwargs)
+    try:
+        model = HEADS[head].from_pretrained(resolve_path(name_or_path), **kwargs)
+    except Exception as err:  # truncated weights, wrong architecture, ...: one line, not a torch stack trace
+        raise _unloadable("model", name_or_path, err) from None
     return use_score_attention(model)
 
 

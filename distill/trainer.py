@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -26,6 +27,15 @@ from transformers import get_scheduler
 from distill.checkpoint import Checkpoints, Progress, set_rng_state
 from distill.config import PhaseConfig, TrainConfig
 from distill.objective import Objective
+
+
+def rss_mb() -> float | None:
+    """Resident memory of this process in MiB (Linux), logged so that leaks show in log.jsonl."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class NonFiniteLoss(RuntimeError):
@@ -229,7 +239,8 @@ def _train_phase(phase, index, total_steps, prepared, generator, cfg, ctx, progr
                 progress.last_terms = {k: v / n for k, v in progress.running.items()}
                 progress.running = {}
                 record = {"phase": phase.name, "step": step, "epoch": progress.epoch, "lr": scheduler.get_last_lr()[0],
-                          "examples_per_second": progress.examples / (time.perf_counter() - clock), **progress.last_terms}
+                          "examples_per_second": progress.examples / (time.perf_counter() - clock),
+                          "rss_mb": rss_mb(), **progress.last_terms}
                 bar.set_postfix({k: f"{v:.4g}" for k, v in progress.last_terms.items()})
                 if accelerator.is_main_process:
                     log.write(record)

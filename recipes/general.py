@@ -17,13 +17,14 @@ from distill.trainer import train
 
 
 def run(cfg) -> dict:
-    run = runs.start(cfg)
+    run = runs.start(cfg, teacher=cfg.teacher.name_or_path)
     train_cfg = cfg.train
     tokenizer = load_tokenizer(cfg.teacher.name_or_path)
+    # data first: a malformed file fails before any model is loaded
+    corpus = load_corpus(cfg.corpus, cfg.task, tokenizer)
     teacher = FrozenTeacher(load_model(cfg.teacher.name_or_path, head="base")).to(run.accelerator.device)
     student = use_score_attention(build_student(cfg.student, tokenizer, type_vocab_size=teacher.config.type_vocab_size))
     layer_map = LayerMap(cfg.stage.layer_map, cfg.student.num_layers, teacher.config.num_hidden_layers)
-    corpus = load_corpus(cfg.corpus, cfg.task, tokenizer)
     loader = train_loader(corpus, tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length)
 
     results = train(

@@ -36,21 +36,24 @@ def run(cfg) -> dict:
             f"stage=task needs a fine-tuned teacher at {teacher_dir}; run `python -m distill stage=teacher "
             f"task={task.name}` first, or set teacher.finetuned=<model dir>"
         )
-    run = runs.start(cfg)
+    run = runs.start(cfg, teacher=str(teacher_dir))
     tokenizer = load_tokenizer(str(teacher_dir))
+    # data first: a malformed file fails before any model is loaded
+    data = tokenize_task(load_task(task), task, tokenizer)
     teacher = FrozenTeacher(load_model(str(teacher_dir), head="sequence_classification")).to(run.accelerator.device)
-    if teacher.config.num_labels != task.num_labels:
-        raise ConfigError(
-            f"teacher.finetuned={teacher_dir} has {teacher.config.num_labels} labels but task '{task.name}' has "
-            f"{task.num_labels}; fine-tune the teacher on this task"
-        )
     student = build_student(
         cfg.student, tokenizer, num_labels=task.num_labels, type_vocab_size=teacher.config.type_vocab_size,
         id2label=dict(enumerate(task.label_names)), label2id={n: i for i, n in enumerate(task.label_names)},
     )
     general = Path(cfg.general_student)
     if (general / "config.json").is_file():
-        init_from_albert(student, AlbertModel.from_pretrained(general))
+        body = AlbertModel.from_pretrained(general)
+        if body.config.vocab_size != len(tokenizer):
+            raise ConfigError(
+                f"general_student={general} has a vocabulary of {body.config.vocab_size} but the teacher's tokenizer "
+                f"has {len(tokenizer)}; it was distilled from another teacher: re-run stage=general or set general_student"
+            )
+        init_from_albert(student, body)
         start_from = str(general)
     else:
         log.warning(
@@ -60,7 +63,6 @@ def run(cfg) -> dict:
         start_from = "random"
     use_score_attention(student)
     layer_map = LayerMap(cfg.stage.layer_map, cfg.student.num_layers, teacher.config.num_hidden_layers)
-    data = tokenize_task(load_task(task), task, tokenizer)
     loader = train_loader(data["train"], tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length)
     dev = eval_loader(data["dev"], tokenizer, train_cfg.eval_batch_size)
     device = run.accelerator.device

@@ -15,7 +15,7 @@ from distill.trainer import train
 
 
 def run(cfg) -> dict:
-    run = runs.start(cfg)
+    run = runs.start(cfg, teacher=cfg.teacher.name_or_path)
     task, train_cfg = cfg.task, cfg.train
     tokenizer = load_tokenizer(cfg.teacher.name_or_path)
     data = tokenize_task(load_task(task), task, tokenizer)

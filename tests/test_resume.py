@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_pipeline import write_tsv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING = ("train_seconds", "train_examples_per_second", "examples_per_second")
+TIMING = ("train_seconds", "train_examples_per_second", "examples_per_second", "rss_mb")
 
 KILLER = '''
 import os, signal

@@ -1,0 +1,62 @@
+"""Memory stays flat over a long run: 1,000 tiny training steps, RSS printed at intervals.
+
+    python scripts/bench_memory.py [--steps 1000] [--every 100]
+
+Runs the real task stage (both phases) on a tiny random teacher and student and
+tiny data written to a temporary directory, then prints the resident memory
+the trainer logged every ``--every`` steps, and the growth from the first
+logged point after warm-up to the last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from distill.__main__ import run
+from distill.testing import WORDS, write_tiny_teacher
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps per phase")
+    parser.add_argument("--every", type=int, default=100)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    root = Path(tempfile.mkdtemp(prefix="distill-mem-"))
+    rng = random.Random(0)
+    (root / "data").mkdir()
+    for split, n in (("train", 512), ("dev", 64)):
+        lines = [f"{' '.join(rng.choices(WORDS[:40], k=rng.randint(2, 20)))}\t{rng.randint(0, 1)}" for _ in range(n)]
+        (root / "data" / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(lines) + "\n")
+    write_tiny_teacher(root / "teacher", head="sequence_classification")
+    overrides = [
+        "stage=task", "task=sst2", f"task.data_dir={root / 'data'}", f"teacher.finetuned={root / 'teacher'}",
+        f"runs_root={root / 'runs'}", "student.num_layers=2", "student.hidden_size=32", "student.embedding_size=16",
+        "student.num_heads=4", "student.intermediate_size=37", "student.max_position_embeddings=64",
+        "train.batch_size=16", f"train.max_steps={args.steps}", f"train.log_every={args.every}",
+        "train.checkpoint_every=250", "stage.phases.1.eval_every=250", "train.progress=false",
+    ]
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    run(cfg)
+    records = [json.loads(line) for line in next((root / "runs").rglob("log.jsonl")).read_text().splitlines()]
+    series = [(r["phase"], r["step"], r["rss_mb"]) for r in records if "rss_mb" in r]
+    print(f"{'phase':<14}{'step':>6}{'RSS MiB':>10}")
+    for phase, step, rss in series:
+        print(f"{phase:<14}{step:>6}{rss:>10.1f}")
+    warm = series[1][2]  # after the first interval: allocator pools and caches are filled
+    print(f"growth from step {series[1][1]} of '{series[1][0]}' to the end: {series[-1][2] - warm:+.1f} MiB "
+          f"over {2 * args.steps - series[1][1]} steps")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""Bad configs, data, teachers and checkpoints: one clear line each, before any long work."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.__main__ import run
+from distill.checkpoint import Checkpoints
+from distill.config import ConfigError
+from distill.testing import write_tiny_teacher
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_pipeline import compose_cfg, write_tsv  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    (root / "data").mkdir()
+    write_tsv(root / "data" / "train.tsv", 16, 0)
+    write_tsv(root / "data" / "dev.tsv", 8, 1)
+    torch.manual_seed(0)
+    write_tiny_teacher(root / "teacher", head="base")
+    write_tiny_teacher(root / "finetuned", head="sequence_classification")
+    return root
+
+
+CASES = [
+    ("general", ["student.hidden_size=30", "student.num_heads=4"], "student.hidden_size=30 is not divisible by student.num_heads=4"),
+    ("general", ["student.sharing=every_k", "student.k=3"], "student.k=3 does not divide student.num_layers=2"),
+    ("general", ["student.sharing=some"], "student.sharing='some' is unknown"),
+    ("general", ["stage.layer_map=[1,9]"], r"G\(2\) = 9 is out of range; teacher layers are 1..4"),
+    ("general", ["stage.layer_map=[1,2,3]"], "the list has 3 entries but the student has 2 layers"),
+    ("general", ["student.num_heads=2"], "student.num_heads=2 but the teacher has 4 heads"),
+    ("general", ["stage.phases.0.lr=0"], r"stage.phases\[0\] \(general\).lr=0.0 must be > 0"),
+    ("general", ["stage.phases.0.scheduler=cosinus"], "scheduler='cosinus' is unknown"),
+    ("general", ["stage.phases.0.weights.hidden=-1"], "loss weights must be >= 0"),
+    ("general", ["train.batch_size=0"], "train.batch_size=0 must be >= 1"),
+    ("general", ["train.mixed_precision=fp8"], "train.mixed_precision='fp8' is unknown"),
+    ("general", ["train.on_nonfinite=ignore"], "train.on_nonfinite='ignore' is unknown"),
+    ("general", ["corpus.packing=zip"], "corpus.packing='zip' is unknown"),
+    ("general", ["corpus.files=[/no/such/file.txt]"], "corpus.files: /no/such/file.txt does not exist"),
+    ("general", ["corpus.max_length=1000"], r"corpus.max_length=1000 must be in 8..student.max_position_embeddings \(64\)"),
+    ("general", ["teacher.name_or_path=/no/such/teacher"], "model /no/such/teacher cannot be loaded"),
+    ("general", ["stage.loss.temperature=0"], "stage.loss.temperature=0.0 must be > 0"),
+    ("teacher", ["task.metrics=[accuracy,auc]"], "task.metrics: 'auc' is unknown"),
+    ("teacher", ["task.label_names=[only]"], "needs at least two labels"),
+    ("teacher", ["task.data_dir=/no/such/dir"], "task.data_dir: /no/such/dir/train.tsv does not exist"),
+    ("teacher", ["resume=/no/such/checkpoint"], "resume=/no/such/checkpoint: not a checkpoint directory"),
+    ("teacher", ["resume=true", "overwrite=true"], "resume and overwrite=true contradict each other"),
+    ("task", ["task.label_names=[a,b,c]"], "the fine-tuned teacher has 2 labels but task 'sst2' has 3"),
+]
+
+
+@pytest.mark.parametrize("stage, bad, message", CASES, ids=[" ".join(c[1]) for c in CASES])
+def test_bad_config_is_one_line_naming_field_and_fix(ws, stage, bad, message):
+    cfg = compose_cfg(ws, f"stage={stage}", f"teacher.finetuned={ws / 'finetuned'}", f"run_dir={ws / 'runs' / 'x'}", *bad)
+    with pytest.raises(ConfigError, match=message) as err:
+        run(cfg)
+    line = next(line for line in str(err.value).splitlines() if __import__("re").search(message, line))
+    assert len(line) < 300
+    assert not (ws / "runs" / "x" / "config.yaml").exists(), "the run started before validation finished"
+
+
+def test_all_problems_are_reported_together(ws):
+    cfg = compose_cfg(ws, "stage=general", f"run_dir={ws / 'runs' / 'y'}", "train.batch_size=0",
+                      "stage.phases.0.lr=-1", "student.num_heads=3", "corpus.packing=zip")
+    with pytest.raises(ConfigError) as err:
+        run(cfg)
+    lines = str(err.value).splitlines()
+    # the four bad fields, plus 3 heads against the teacher's 4
+    assert len(lines) == 5, lines
+
+
+def test_truncated_teacher_weights(ws, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(ws / "finetuned", broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    cfg = compose_cfg(ws, "stage=task", f"teacher.finetuned={broken}", f"run_dir={tmp_path / 'run'}")
+    with pytest.raises(ConfigError, match=f"model {broken} cannot be loaded .*complete Hugging Face model directory"):
+        run(cfg)
+
+
+def test_corrupt_checkpoint(tmp_path):
+    (tmp_path / "step-0-3").mkdir()
+    (tmp_path / "step-0-3" / "state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match=r"checkpoint .*step-0-3 cannot be read .*delete it to resume from the one before"):
+        Checkpoints.load(tmp_path / "step-0-3")
+
+
+def test_general_student_from_another_vocabulary(ws, tmp_path):
+    from distill.student import StudentShape, build_student
+    from distill.testing import write_tiny_tokenizer
+
+    other = write_tiny_tokenizer(tmp_path / "tok")
+    other.add_tokens(["extra"])
+    shape = StudentShape(num_layers=2, hidden_size=16, embedding_size=8, num_heads=4, intermediate_size=20,
+                         sharing="all", max_position_embeddings=64)
+    build_student(shape, other).save_pretrained(tmp_path / "general")
+    cfg = compose_cfg(ws, "stage=task", f"teacher.finetuned={ws / 'finetuned'}", f"run_dir={tmp_path / 'run'}",
+                      f"general_student={tmp_path / 'general'}")
+    with pytest.raises(ConfigError, match=f"has a vocabulary of {len(other)} but the teacher's tokenizer has {len(other) - 1}"):
+        run(cfg)
