@@ -42,7 +42,8 @@ def main() -> None:
         "stage=task", "task=sst2", f"task.data_dir={root / 'data'}", f"teacher.finetuned={root / 'teacher'}",
         f"runs_root={root / 'runs'}", "student.num_layers=2", "student.hidden_size=32", "student.embedding_size=16",
         "student.num_heads=4", "student.intermediate_size=37", "student.max_position_embeddings=64",
-        "train.batch_size=16", f"train.max_steps={args.steps}", f"train.log_every={args.every}",
+        "train.batch_size=16", f"stage.phases.0.max_steps={args.steps}", f"stage.phases.1.max_steps={args.steps}",
+        f"train.log_every={args.every}",
         "train.checkpoint_every=250", "stage.phases.1.eval_every=250", "train.progress=false",
     ]
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
