@@ -151,6 +151,17 @@ class TrainConfig:
 
 
 @dataclass
+class BenchConfig:
+    """The task stage measures its student against its teacher on CPU (distill.bench) at the end."""
+
+    enabled: bool = True
+    repeats: int = 10
+    threads: int = 2
+    # also time ONNX Runtime (needs the onnx extra; exports into a temporary directory)
+    onnx: bool = False
+
+
+@dataclass
 class Config:
     stage: StageConfig = field(default_factory=StageConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -158,6 +169,7 @@ class Config:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
     runs_root: str = "runs"
     # where this run writes (set per stage in conf/stage/*.yaml)
     run_dir: str = "${runs_root}/${stage.name}"
@@ -207,6 +219,8 @@ def problems(cfg: Config) -> list[str]:
     for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every"):
         if getattr(t, name) < 1:
             out.append(f"train.{name}={getattr(t, name)} must be >= 1")
+    if cfg.bench.repeats < 1 or cfg.bench.threads < 1:
+        out.append("bench.repeats and bench.threads must be >= 1")
     if t.on_nonfinite not in ("stop", "skip"):
         out.append(f"train.on_nonfinite='{t.on_nonfinite}' is unknown; use stop or skip")
     if t.checkpoint_every < 0 or t.keep_checkpoints < 1:

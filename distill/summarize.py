@@ -7,6 +7,12 @@ import sys
 from pathlib import Path
 
 
+def speedup(figures: dict | None) -> str:
+    if not figures:
+        return "-"
+    return " / ".join(f"{figures[k]:.2f}x" for k in ("torch_batch1", "torch_batch32") if figures.get(k))
+
+
 def main(root: str) -> None:
     rows = []
     for path in sorted(Path(root).rglob("metrics.json")):
@@ -18,9 +24,10 @@ def main(root: str) -> None:
             m.get("student") or "(teacher)",
             f"{m['params']['total'] / 1e6:.2f}M / {m['params']['unique'] / 1e6:.2f}M",
             str(m["steps"]), f"{m['train_seconds']:.0f}s", f"{m['train_examples_per_second']:.1f}",
-            fmt(evals.get("student")), fmt(evals.get("teacher")),
+            fmt(evals.get("student")), fmt(evals.get("teacher")), speedup(m.get("speedup")),
         ))
-    header = ("stage", "task", "model", "params total/unique", "steps", "time", "ex/s", "student dev", "teacher dev")
+    header = ("stage", "task", "model", "params total/unique", "steps", "time", "ex/s", "student dev", "teacher dev",
+              "CPU speed-up b1/b32")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))

@@ -9,6 +9,7 @@ selecting phase is kept in ``<run_dir>/model``.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -16,9 +17,11 @@ from transformers import AlbertModel
 
 from distill import run as runs
 from distill.attention import use_score_attention
+from distill.bench import benchmark
 from distill.config import ConfigError
 from distill.data import eval_loader, load_task, tokenize_task, train_loader
 from distill.evaluation import evaluate
+from distill.export import write_model_card
 from distill.layer_map import LayerMap
 from distill.objective import Objective
 from distill.student import build_student, init_from_albert, parameter_counts
@@ -76,12 +79,34 @@ def run(cfg) -> dict:
     if best.best is None:  # no phase selects: keep the final student
         best(evaluate(student, dev, task.metrics, device), results[-1]["steps"])
     teacher_eval = evaluate(teacher.model, dev, task.metrics, device)
+    speed = measure_speed(cfg, run, teacher_dir) if cfg.bench.enabled and run.accelerator.is_main_process else {}
     extra = {
         "eval": {"student": best.best, "teacher": teacher_eval},
+        **speed,
         "best_step": best.best_step,
         "student_init": start_from,
         "teacher_dir": str(teacher_dir),
         "teacher_params": parameter_counts(teacher.model),
         "layer_map": list(layer_map.targets),
     }
-    return runs.finish(run, runs.summary(cfg, results, parameter_counts(student), extra))
+    metrics = runs.summary(cfg, results, parameter_counts(student), extra)
+    if run.accelerator.is_main_process:
+        write_model_card(run.model_dir, {
+            "name": f"distill {cfg.student.tag()} on {task.name}", "teacher": str(teacher_dir),
+            "data": f"{task.name} (dev: {len(data['dev'])} examples)", "student": cfg.student.tag(),
+            "sharing": cfg.student.sharing, "params": metrics["params"], "dev": best.best, "speedup": speed.get("speedup"),
+        })
+    return runs.finish(run, metrics)
+
+
+def measure_speed(cfg, run, teacher_dir: Path) -> dict:
+    """CPU latency of the kept student against its teacher, in one process (distill.bench); figures in bench.json."""
+    texts = list(load_task(cfg.task)["dev"][cfg.task.text_field])
+    report = benchmark([str(teacher_dir), str(run.model_dir)], texts=texts, threads=cfg.bench.threads,
+                       repeats=cfg.bench.repeats, onnx=cfg.bench.onnx)
+    (run.dir / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    mine = [r for r in report["results"] if r["model_dir"] == str(run.model_dir)]
+    return {
+        "speedup": {f"{r['engine']}_batch{r['batch_size']}": r["speedup"] for r in mine},
+        "latency_ms": {f"{r['engine']}_batch{r['batch_size']}": r["median_ms"] for r in mine},
+    }

@@ -52,7 +52,7 @@ def overrides(root: Path, *extra: str) -> list[str]:
         "student.num_heads=4", "student.intermediate_size=20", "student.sharing=all",
         "student.max_position_embeddings=64", "corpus.max_length=32",
         "train.batch_size=8", "train.eval_batch_size=16", "train.max_steps=4", "train.log_every=2",
-        "train.progress=false", *extra,
+        "train.progress=false", "bench.repeats=2", *extra,
     ]
 
 
@@ -82,6 +82,11 @@ def test_teacher_general_task_chain(workspace):
     assert set(metrics["eval"]) == {"student", "teacher"}
     assert metrics["student_init"].endswith("general/L2_H16_E8_A4_I20_shareall/model")
     assert (run_dir / "config.yaml").is_file() and (run_dir / "log.jsonl").is_file()
+    # the student's CPU speed against its teacher, measured in the same process
+    assert set(metrics["speedup"]) == {"torch_batch1", "torch_batch32"} and all(v > 0 for v in metrics["speedup"].values())
+    assert json.loads((run_dir / "bench.json").read_text())["reference"].endswith("teacher/sst2/model")
+    card = (run_dir / "model" / "README.md").read_text()
+    assert "L2_H16_E8_A4_I20_shareall" in card and "Measured speed-up" in card
     log_lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert {r["phase"] for r in log_lines} == {"intermediate", "prediction"}
 

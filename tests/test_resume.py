@@ -72,7 +72,7 @@ def args(root: Path, run_dir: Path, *extra: str) -> list[str]:
         "student.num_layers=2", "student.hidden_size=16", "student.embedding_size=8", "student.num_heads=4",
         "student.intermediate_size=20", "student.sharing=all", "student.max_position_embeddings=64",
         "train.batch_size=8", "train.max_steps=7", "train.checkpoint_every=3", "train.log_every=2",
-        "train.progress=false", "stage.phases.1.eval_every=2", *extra,
+        "train.progress=false", "stage.phases.1.eval_every=2", "bench.enabled=false", *extra,
     ]
 
 
