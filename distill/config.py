@@ -8,7 +8,7 @@ together, before any model is loaded or data is read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from distill.errors import ConfigError
+from distill.init import StudentInit, teacher_shape_problems
 from distill.objective import LossOptions, LossWeights
 from distill.student import StudentShape
 
@@ -122,6 +123,8 @@ class StageConfig:
     loss: LossOptions = field(default_factory=LossOptions)
     # 'uniform', 'last' or a list of teacher layers G(1)..G(L_S)
     layer_map: Any = "uniform"
+    # how the general stage initialises the student (the task stage starts from the general student)
+    init: StudentInit = field(default_factory=StudentInit)
 
 
 @dataclass
@@ -194,7 +197,7 @@ ConfigStore.instance().store(name="schema", node=Config)
 
 def problems(cfg: Config) -> list[str]:
     """Every problem in ``cfg``, one line each."""
-    out = list(cfg.student.problems())
+    out = list(cfg.student.problems()) + cfg.stage.init.problems()
     if not cfg.stage.phases:
         out.append(f"stage.phases is empty for stage '{cfg.stage.name}'; a stage needs at least one phase")
     for i, phase in enumerate(cfg.stage.phases):
@@ -209,10 +212,16 @@ def problems(cfg: Config) -> list[str]:
             out.append(f"{where}.warmup_ratio={phase.warmup_ratio} must be in [0, 1)")
         if not phase.weights.active():
             out.append(f"{where}.weights are all 0; turn on at least one loss term")
-        if any(getattr(phase.weights, w) < 0 for w in ("embedding", "hidden", "attention", "soft_ce", "hard_ce", "cosine")):
+        if any(getattr(phase.weights, f.name) < 0 for f in fields(phase.weights)):
             out.append(f"{where}.weights: loss weights must be >= 0")
     if cfg.stage.loss.temperature <= 0:
         out.append(f"stage.loss.temperature={cfg.stage.loss.temperature} must be > 0")
+    if cfg.stage.loss.teacher_mlm not in ("auto", "required"):
+        out.append(f"stage.loss.teacher_mlm='{cfg.stage.loss.teacher_mlm}' is unknown; use auto or required")
+    if not 0 < cfg.stage.loss.mlm_probability < 1:
+        out.append(f"stage.loss.mlm_probability={cfg.stage.loss.mlm_probability} must be in (0, 1)")
+    if cfg.stage.name != "general" and any(p.weights.mlm for p in cfg.stage.phases):
+        out.append("the mlm loss needs a masked-LM student: only stage=general trains one")
     if cfg.stage.loss.attention_head_reduction not in ("none", "mean"):
         out.append(f"stage.loss.attention_head_reduction='{cfg.stage.loss.attention_head_reduction}' is unknown; use none or mean")
     t = cfg.train
@@ -270,6 +279,11 @@ def problems(cfg: Config) -> list[str]:
     return out
 
 
+def has_mlm_head(teacher_config) -> bool:
+    """Whether the saved teacher carries masked-LM weights (read from config.json, not the weights)."""
+    return any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in teacher_config.architectures or [])
+
+
 def teacher_problems(cfg: Config, teacher_config) -> list[str]:
     """Cross-checks against the teacher's config (read from config.json, weights not loaded)."""
     from distill.layer_map import LayerMap, LayerMapError
@@ -286,6 +300,12 @@ def teacher_problems(cfg: Config, teacher_config) -> list[str]:
         out.append(
             f"student.num_heads={cfg.student.num_heads} but the teacher has {teacher_heads} heads; attention MSE "
             f"compares head by head: set student.num_heads={teacher_heads} or stage.loss.attention_head_reduction=mean"
+        )
+    out += teacher_shape_problems(cfg.stage.init, cfg.student, teacher_config)
+    if cfg.stage.loss.teacher_mlm == "required" and "soft_ce" in active and not has_mlm_head(teacher_config):
+        out.append(
+            f"stage.loss.teacher_mlm=required but the teacher ({teacher_config.architectures}) has no masked-LM head; "
+            "use a teacher with one, or teacher_mlm=auto to drop soft_ce"
         )
     if cfg.stage.name == "task" and teacher_config.num_labels != cfg.task.num_labels:
         out.append(

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 import torch
-from datasets import Dataset, DatasetDict, concatenate_datasets, load_dataset
+from datasets import Dataset, DatasetDict, Value, concatenate_datasets, load_dataset
 from datasets.fingerprint import Hasher
 from torch.utils.data import DataLoader, RandomSampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
@@ -193,7 +193,8 @@ def _corpus_text(corpus: CorpusConfig, task: TaskConfig) -> Dataset:
         parts.append(hub.select_columns([corpus.hub_text_field]).rename_column(corpus.hub_text_field, "text"))
     if corpus.include_task:
         parts.append(load_task(task)["train"].select_columns([task.text_field]).rename_column(task.text_field, "text"))
-    text = concatenate_datasets(parts)
+    # sources differ in arrow string type (text files load as large_string): align before joining
+    text = concatenate_datasets([part.cast_column("text", Value("large_string")) for part in parts])
     text = text.filter(lambda b: [bool(t and t.strip()) for t in b["text"]], batched=True, desc="drop empty lines")
     if corpus.max_documents is not None and corpus.max_documents < len(text):
         text = text.shuffle(seed=0).select(range(corpus.max_documents))

@@ -36,6 +36,8 @@ class LossWeights:
     soft_ce: float = 0.0
     hard_ce: float = 0.0
     cosine: float = 0.0
+    # the student's own masked-LM loss (DistilBERT); needs a student with an MLM head
+    mlm: float = 0.0
 
     def active(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name) != 0]
@@ -52,10 +54,34 @@ class LossOptions:
     # TinyBERT's exact formulas: one W for embeddings and hidden states, padding
     # not masked (padded query rows included in attention), no T^2
     tinybert_compat: bool = False
+    # masked-LM terms (mlm, soft_ce on MLM logits): share of tokens masked, 80/10/10 as BERT
+    mlm_probability: float = 0.15
+    # soft_ce on MLM logits needs a teacher MLM head: 'auto' drops the term (saying so once)
+    # when the teacher has none; 'required' fails instead
+    teacher_mlm: str = "auto"
 
 
 TEACHER_TERMS = ("embedding", "hidden", "attention", "soft_ce", "cosine")
-NEEDS_LOGITS = ("soft_ce", "hard_ce")
+
+
+class TokenMasker:
+    """BERT's dynamic masking (15% of real tokens; 80% [MASK], 10% random, 10% kept), per batch.
+
+    Runs inside the objective's forward on the global torch RNG, so the masks of a
+    resumed run are the masks of the uninterrupted one.
+    """
+
+    def __init__(self, tokenizer, probability: float):
+        from transformers import DataCollatorForLanguageModeling
+
+        self.collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=probability)
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        special = torch.isin(batch["input_ids"], self.special_ids.to(batch["input_ids"].device))
+        special |= batch["attention_mask"] == 0
+        input_ids, labels = self.collator.torch_mask_tokens(batch["input_ids"].clone(), special_tokens_mask=special)
+        return {**batch, "input_ids": input_ids, "labels": labels}
 
 
 class Objective(nn.Module):
@@ -66,6 +92,7 @@ class Objective(nn.Module):
         teacher: FrozenTeacher | None = None,
         layer_map: LayerMap | None = None,
         options: LossOptions | None = None,
+        masker: TokenMasker | None = None,
     ):
         super().__init__()
         options = options or LossOptions()
@@ -81,6 +108,9 @@ class Objective(nn.Module):
         self.weights = weights
         self.options = options
         self.layer_map = layer_map
+        if "mlm" in active and masker is None:
+            raise ValueError("the mlm loss needs a token masker (and a student with a masked-LM head)")
+        self.masker = masker
         # not a submodule: see FrozenTeacher
         self.__dict__["teacher"] = teacher
 
@@ -108,7 +138,7 @@ class Objective(nn.Module):
                 )
         if "soft_ce" in active:
             self.soft_ce = SoftCrossEntropy(options.temperature, options.scale_by_t2 and not options.tinybert_compat)
-        if "hard_ce" in active:
+        if "hard_ce" in active or "mlm" in active:
             self.hard_ce = HardCrossEntropy()
         if "cosine" in active:
             self.cosine = CosineEmbedding(s_cfg.hidden_size, t_cfg.hidden_size)
@@ -123,6 +153,8 @@ class Objective(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total weighted loss and each (unweighted) term, for logging."""
+        if self.masker is not None:
+            batch = self.masker(batch)  # teacher and student read the same masked text
         s = intermediates(self.student, batch)
         t = self.teacher(batch) if self.teacher is not None else None
         mask = batch["attention_mask"]
@@ -140,10 +172,20 @@ class Objective(nn.Module):
             terms["attention"] = self.attention(
                 [s.attention_scores[i] for i, _ in pairs], [t.attention_scores[j] for _, j in pairs], mask
             )
+        if s.logits is not None and s.logits.dim() == 3:
+            # masked-LM logits [b, t, vocab]: predictions count at the masked positions only
+            masked = batch["labels"] != -100  # [b, t]
+            s_logits, labels = s.logits[masked], batch["labels"][masked]  # [n, vocab], [n]
+            t_logits = t.logits[masked] if t is not None and t.logits is not None else None
+        else:
+            s_logits, labels = s.logits, batch.get("labels")
+            t_logits = t.logits if t is not None else None
         if "soft_ce" in self.terms:
-            terms["soft_ce"] = self.soft_ce(s.logits, t.logits)
+            terms["soft_ce"] = self.soft_ce(s_logits, t_logits)
         if "hard_ce" in self.terms:
-            terms["hard_ce"] = self.hard_ce(s.logits, batch["labels"])
+            terms["hard_ce"] = self.hard_ce(s_logits, labels)
+        if "mlm" in self.terms:
+            terms["mlm"] = self.hard_ce(s_logits, labels)
         if "cosine" in self.terms:
             terms["cosine"] = self.cosine(s.hidden_states[-1], t.hidden_states[-1], mask)
         total = sum(getattr(self.weights, name) * value for name, value in terms.items())

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AlbertConfig, AlbertForSequenceClassification, AlbertModel, PreTrainedTokenizerBase
+from transformers import (
+    AlbertConfig,
+    AlbertForMaskedLM,
+    AlbertForSequenceClassification,
+    AlbertModel,
+    PreTrainedTokenizerBase,
+)
 
 from distill.modeling_albert_pooled import AlbertMeanPoolForSequenceClassification
 
@@ -105,9 +111,15 @@ def albert_config(shape: StudentShape, tokenizer: PreTrainedTokenizerBase, type_
     )
 
 
-def build_student(shape: StudentShape, tokenizer: PreTrainedTokenizerBase, num_labels: int | None = None, **extra) -> nn.Module:
-    """A randomly initialised ALBERT; with ``num_labels`` a sequence classifier pooled by ``shape.pooling``."""
+def build_student(
+    shape: StudentShape, tokenizer: PreTrainedTokenizerBase, num_labels: int | None = None, masked_lm: bool = False,
+    **extra,
+) -> nn.Module:
+    """A randomly initialised ALBERT: with ``num_labels`` a sequence classifier pooled by
+    ``shape.pooling``; with ``masked_lm`` one with ALBERT's MLM head; else the bare encoder."""
     config = albert_config(shape, tokenizer, **extra)
+    if masked_lm:
+        return AlbertForMaskedLM(config)
     if num_labels is None:
         return AlbertModel(config)
     config.num_labels = num_labels

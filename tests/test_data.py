@@ -133,6 +133,11 @@ def test_corpus_packing_modes(tmp_path, tokenizer):
     assert all(len(r) == 16 for r in plain["input_ids"][:-1])
     lines = load_corpus(CorpusConfig(packing="lines", **base), task, tokenizer)
     assert len(lines) == 2  # the empty line is dropped
+    # files and the task's own sentences together
+    write(tmp_path / "train.tsv", "sentence\tlabel\ngood fun\t1\nbad\t0\n")
+    write(tmp_path / "dev.tsv", "sentence\tlabel\nbad\t0\n")
+    both = load_corpus(CorpusConfig(packing="lines", **{**base, "include_task": True}), task, tokenizer)
+    assert len(both) == 4
     n_tokens = lambda ds: sum(sum(1 for t in ids if t not in (tokenizer.cls_token_id, tokenizer.sep_token_id)) for ids in ds["input_ids"])  # noqa: E731
     assert n_tokens(plain) == n_tokens(pairs) == 2 * 21  # packing loses no text
     assert n_tokens(lines) == 2 * 14  # one example per line, truncated to 16

@@ -1,0 +1,168 @@
+"""DistilBERT's losses on a tiny masked-LM teacher, and student initialisation from the teacher."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForMaskedLM
+
+from distill.attention import use_score_attention
+from distill.config import ConfigError
+from distill.init import copy_teacher_embeddings, copy_teacher_layers, load_albert_dir, svd_embeddings
+from distill.layer_map import LayerMap
+from distill.objective import LossOptions, LossWeights, Objective, TokenMasker
+from distill.student import StudentShape, _albert_core, build_student
+from distill.teacher import FrozenTeacher, load_model
+from distill.testing import write_tiny_teacher
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_pipeline import compose_cfg, write_tsv  # noqa: E402
+
+# the tiny teacher's width, FFN and heads (distill.testing.tiny_bert_config), 2 of its 4 layers
+SAME_WIDTH = StudentShape(num_layers=2, hidden_size=32, embedding_size=32, num_heads=4, intermediate_size=37,
+                          sharing="none", hidden_act="gelu", max_position_embeddings=64)
+
+
+@pytest.fixture(scope="module")
+def mlm_teacher_dir(tmp_path_factory):
+    """A tiny BertForMaskedLM that has learnt a little: its predictions carry signal, as a real teacher's do."""
+    d = tmp_path_factory.mktemp("mlm_teacher")
+    torch.manual_seed(2)
+    model, tok = write_tiny_teacher(d, head="masked_lm")
+    texts = ["the movie was very good", "a fun story and great acting", "the plot was dull and bad", "it is the best film"]
+    batch = tok(texts, padding=True, return_tensors="pt")
+    masker = TokenMasker(tok, 0.3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(60):
+        masked = masker(dict(batch))
+        loss = model(input_ids=masked["input_ids"], attention_mask=masked["attention_mask"], labels=masked["labels"]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.save_pretrained(d)
+    return d
+
+
+def test_distilbert_terms_finite_and_decreasing(mlm_teacher_dir, tokenizer, padded_batch):
+    teacher = FrozenTeacher(load_model(str(mlm_teacher_dir), head="masked_lm"))
+    student = build_student(SAME_WIDTH, tokenizer, masked_lm=True)
+    layer_map = LayerMap("uniform", 2, 4)
+    copy_teacher_layers(student, teacher.model, layer_map)
+    use_score_attention(student)
+    weights = LossWeights(soft_ce=5.0, mlm=2.0, cosine=1.0)
+    options = LossOptions(temperature=2.0, scale_by_t2=True)
+    objective = Objective(student, weights, teacher, layer_map, options, TokenMasker(tokenizer, 0.3))
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=3e-3)
+    batch = {k: v for k, v in padded_batch.items() if k != "labels"}
+    history = []
+    for _ in range(8):
+        torch.manual_seed(0)  # the same masks every step: the terms must fall, not just move
+        loss, terms = objective(batch)
+        assert set(terms) == {"soft_ce", "mlm", "cosine"} and all(torch.isfinite(v) for v in terms.values())
+        history.append({k: v.item() for k, v in terms.items()})
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    for term in ("soft_ce", "mlm", "cosine"):
+        assert history[-1][term] < history[0][term], (term, [h[term] for h in history])
+
+
+def test_masking_is_bert_style(tokenizer, padded_batch):
+    torch.manual_seed(0)
+    ids = padded_batch["input_ids"].repeat(50, 1)
+    batch = {"input_ids": ids, "attention_mask": padded_batch["attention_mask"].repeat(50, 1)}
+    masked = TokenMasker(tokenizer, 0.15)(batch)
+    chosen = masked["labels"] != -100
+    real = (batch["attention_mask"] == 1) & ~torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
+    assert not (chosen & ~real).any()  # never [CLS], [SEP] or padding
+    assert 0.10 < chosen.sum() / real.sum() < 0.20
+    became_mask = (masked["input_ids"] == tokenizer.mask_token_id) & chosen
+    assert 0.7 < became_mask.sum() / chosen.sum() < 0.9
+    assert torch.equal(masked["labels"][chosen], ids[chosen])
+
+
+def test_from_teacher_layers_compute_the_teachers_layers(mlm_teacher_dir, tokenizer):
+    teacher = AutoModelForMaskedLM.from_pretrained(mlm_teacher_dir).eval()
+    student = build_student(SAME_WIDTH, tokenizer).eval()
+    layer_map = LayerMap("uniform", 2, 4)
+    assert copy_teacher_layers(student, teacher, layer_map) == [2, 4]
+    copy_teacher_embeddings(student, teacher)
+    ids = tokenizer(["the movie was good", "bad"], padding=True, return_tensors="pt")
+    # embeddings: the same output
+    t_emb = teacher.base_model.embeddings(input_ids=ids["input_ids"])
+    s_core = _albert_core(student)
+    s_emb = s_core.encoder.embedding_hidden_mapping_in(s_core.embeddings(input_ids=ids["input_ids"]))
+    torch.testing.assert_close(s_emb, t_emb, atol=1e-5, rtol=0)
+    # each student layer applied to an input equals teacher layer G(m) applied to it
+    x = torch.randn(2, ids["input_ids"].shape[1], 32)
+    for m, g in ((1, 2), (2, 4)):
+        t_out = teacher.base_model.encoder.layer[g - 1](x)
+        t_out = t_out[0] if isinstance(t_out, tuple) else t_out
+        s_out = s_core.encoder.albert_layer_groups[m - 1].albert_layers[0](x)
+        s_out = s_out[0] if isinstance(s_out, tuple) else s_out
+        torch.testing.assert_close(s_out, t_out, atol=1e-5, rtol=0)
+
+
+def test_svd_embedding_error_is_the_discarded_spectrum(mlm_teacher_dir, tokenizer):
+    teacher = AutoModelForMaskedLM.from_pretrained(mlm_teacher_dir)
+    shape = StudentShape(num_layers=2, hidden_size=32, embedding_size=8, num_heads=4, intermediate_size=37,
+                         sharing="all", max_position_embeddings=64)
+    student = build_student(shape, tokenizer)
+    S = svd_embeddings(student, teacher)
+    core = _albert_core(student)
+    approx = core.embeddings.word_embeddings.weight @ core.encoder.embedding_hidden_mapping_in.weight.T  # [V, H]
+    error = (teacher.base_model.embeddings.word_embeddings.weight - approx).pow(2).sum()
+    torch.testing.assert_close(error, S[8:].pow(2).sum(), rtol=1e-4, atol=1e-5)
+    assert S[8:].pow(2).sum() > 0  # rank 8 < 32 really discards something
+
+
+def test_albert_dir_init(tokenizer, tmp_path):
+    shape = StudentShape(num_layers=2, hidden_size=16, embedding_size=8, num_heads=4, intermediate_size=20, sharing="all")
+    source = build_student(shape, tokenizer)
+    source.save_pretrained(tmp_path / "albert")
+    student = build_student(shape, tokenizer, num_labels=2)
+    load_albert_dir(student, str(tmp_path / "albert"), len(tokenizer))
+    assert torch.equal(student.albert.embeddings.word_embeddings.weight, source.embeddings.word_embeddings.weight)
+    with pytest.raises(ConfigError, match=f"has a vocabulary of {len(tokenizer)} but the teacher's tokenizer has 99"):
+        load_albert_dir(student, str(tmp_path / "albert"), 99)
+    wider = build_student(StudentShape(num_layers=2, hidden_size=32, embedding_size=8, num_heads=4,
+                                       intermediate_size=20, sharing="all"), tokenizer, num_labels=2)
+    with pytest.raises(ConfigError, match="does not match the student's shape"):
+        load_albert_dir(wider, str(tmp_path / "albert"), len(tokenizer))
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, mlm_teacher_dir):
+    root = tmp_path_factory.mktemp("distilbert")
+    (root / "data").mkdir()
+    write_tsv(root / "data" / "train.tsv", 48, 0)
+    write_tsv(root / "data" / "dev.tsv", 8, 1)
+    write_tiny_teacher(root / "teacher", head="base")  # compose_cfg's teacher: no MLM head
+    return root
+
+
+DISTILBERT = ["recipe=distilbert", "student.num_layers=2", "student.hidden_size=32", "student.embedding_size=32",
+              "student.num_heads=4", "student.intermediate_size=37", "student.max_position_embeddings=64"]
+
+
+def test_distilbert_recipe_end_to_end(ws, mlm_teacher_dir, caplog):
+    from distill.__main__ import run
+
+    with_head = run(compose_cfg(ws, *DISTILBERT, f"teacher.name_or_path={mlm_teacher_dir}", f"run_dir={ws / 'a'}"))
+    assert set(with_head["losses"]) == {"soft_ce", "mlm", "cosine", "loss"} and with_head["teacher_mlm_head"]
+    assert with_head["init"] == {"layers": "teacher", "embedding": "teacher", "albert_dir": None}
+
+    # the packaged-MiniLM case: no MLM head, the ce term is dropped with a warning
+    without = run(compose_cfg(ws, *DISTILBERT, f"run_dir={ws / 'b'}"))
+    assert set(without["losses"]) == {"mlm", "cosine", "loss"} and not without["teacher_mlm_head"]
+    assert "no masked-LM head" in caplog.text
+    with pytest.raises(ConfigError, match="teacher_mlm=required but the teacher .* has no masked-LM head"):
+        run(compose_cfg(ws, *DISTILBERT, "stage.loss.teacher_mlm=required", f"run_dir={ws / 'c'}"))
+    with pytest.raises(ConfigError, match=r"init.layers=teacher copies teacher layers, but student.hidden_size=16"):
+        run(compose_cfg(ws, *DISTILBERT, "student.hidden_size=16", f"run_dir={ws / 'd'}"))
+    # the saved general student (with its MLM head) feeds the task stage's ALBERT body
+    from transformers import AlbertModel
+
+    AlbertModel.from_pretrained(ws / "a" / "model")
