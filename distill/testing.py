@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, BertTokenizerFast
@@ -45,3 +46,19 @@ def write_tiny_teacher(directory: str | Path, head: str = "base", num_labels: in
     model = cls(config)
     model.save_pretrained(directory)
     return model, tok
+
+
+POSITIVE, NEGATIVE = ["good", "great", "fun", "love", "best"], ["bad", "awful", "boring", "hate", "worst"]
+PLAIN = [w for w in WORDS if not w.startswith("##") and w not in POSITIVE + NEGATIVE]
+
+
+def write_tiny_tsv(path: str | Path, n: int, seed: int) -> None:
+    """A GLUE-style ``sentence<TAB>label`` file of ``n`` learnable rows: each holds one polar word."""
+    rng = random.Random(seed)
+    rows = ["sentence\tlabel"]
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = rng.sample(PLAIN, rng.randint(1, 8)) + [rng.choice(POSITIVE if label else NEGATIVE)]
+        rng.shuffle(words)
+        rows.append(f"{' '.join(words)}\t{label}")
+    Path(path).write_text("\n".join(rows) + "\n")

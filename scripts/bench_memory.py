@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import tempfile
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from distill.__main__ import run
-from distill.testing import WORDS, write_tiny_teacher
+from distill.testing import write_tiny_teacher, write_tiny_tsv
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -32,11 +31,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     root = Path(tempfile.mkdtemp(prefix="distill-mem-"))
-    rng = random.Random(0)
     (root / "data").mkdir()
-    for split, n in (("train", 512), ("dev", 64)):
-        lines = [f"{' '.join(rng.choices(WORDS[:40], k=rng.randint(2, 20)))}\t{rng.randint(0, 1)}" for _ in range(n)]
-        (root / "data" / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(lines) + "\n")
+    write_tiny_tsv(root / "data" / "train.tsv", 512, 0)
+    write_tiny_tsv(root / "data" / "dev.tsv", 64, 1)
     write_tiny_teacher(root / "teacher", head="sequence_classification")
     overrides = [
         "stage=task", "task=sst2", f"task.data_dir={root / 'data'}", f"teacher.finetuned={root / 'teacher'}",

@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 common=("runs_root=$RUNS" train.threads=2 overwrite=true "$@")
 py=.venv/bin/python
 $py -m distill stage=teacher "${common[@]}" train.max_steps=400 stage.phases.0.eval_every=100
-$py -m distill stage=general "${common[@]}" train.max_steps=300
+$py -m distill stage=general "${common[@]}" train.max_steps=300 corpus.max_length=64
 $py -m distill stage=task "${common[@]}" train.max_steps=300 stage.phases.1.lr=1e-4 stage.phases.1.eval_every=100
 $py -m distill.summarize "$RUNS"
 echo "quickstart wall time: $((SECONDS - start)) s"

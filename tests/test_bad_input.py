@@ -9,10 +9,10 @@ import torch
 from distill.__main__ import run
 from distill.checkpoint import Checkpoints
 from distill.config import ConfigError
-from distill.testing import write_tiny_teacher
+from distill.testing import write_tiny_teacher, write_tiny_tsv as write_tsv
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_pipeline import compose_cfg, write_tsv  # noqa: E402
+from test_pipeline import compose_cfg  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,10 @@ from distill.layer_map import LayerMap
 from distill.objective import LossOptions, LossWeights, Objective, TokenMasker
 from distill.student import StudentShape, _albert_core, build_student
 from distill.teacher import FrozenTeacher, load_model
-from distill.testing import write_tiny_teacher
+from distill.testing import write_tiny_teacher, write_tiny_tsv as write_tsv
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_pipeline import compose_cfg, write_tsv  # noqa: E402
+from test_pipeline import compose_cfg  # noqa: E402
 
 # the tiny teacher's width, FFN and heads (distill.testing.tiny_bert_config), 2 of its 4 layers
 SAME_WIDTH = StudentShape(num_layers=2, hidden_size=32, embedding_size=32, num_heads=4, intermediate_size=37,

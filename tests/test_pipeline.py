@@ -1,7 +1,6 @@
 """End to end through the real entry point: teacher -> general -> task on tiny random models."""
 
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -13,23 +12,9 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 
 from distill.__main__ import run
 from distill.config import ConfigError
-from distill.testing import WORDS, write_tiny_teacher
+from distill.testing import write_tiny_teacher, write_tiny_tsv as write_tsv
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
-POSITIVE, NEGATIVE = ["good", "great", "fun", "love", "best"], ["bad", "awful", "boring", "hate", "worst"]
-PLAIN = [w for w in WORDS if not w.startswith("##") and w not in POSITIVE + NEGATIVE]
-
-
-def write_tsv(path: Path, n: int, seed: int) -> None:
-    rng = random.Random(seed)
-    rows = ["sentence\tlabel"]
-    for _ in range(n):
-        label = rng.randint(0, 1)
-        words = rng.sample(PLAIN, rng.randint(1, 8)) + [rng.choice(POSITIVE if label else NEGATIVE)]
-        rng.shuffle(words)
-        rows.append(f"{' '.join(words)}\t{label}")
-    path.write_text("\n".join(rows) + "\n")
-
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):

@@ -16,10 +16,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill.testing import write_tiny_teacher
+from distill.testing import write_tiny_teacher, write_tiny_tsv as write_tsv
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_pipeline import write_tsv  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("train_seconds", "train_examples_per_second", "examples_per_second", "rss_mb")
