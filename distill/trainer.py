@@ -155,7 +155,7 @@ def train(
                 scheduler.load_state_dict(phase_resume["scheduler"])
                 set_rng_state(phase_resume["rng"])  # building the objective drew from the RNG
             prepared = ctx.accelerator.prepare(objective, optimizer, loader, scheduler)
-            result = _train_phase(phase, index, total, prepared, generator, cfg, ctx, progress, phase_resume, stop)
+            result = _train_phase(phase, total, prepared, generator, cfg, ctx, progress, phase_resume, stop)
             progress.finished.append(result)
             progress = Progress(phase=index + 1, finished=progress.finished, best=progress.best,
                                 best_step=progress.best_step, nonfinite_skips=progress.nonfinite_skips)
@@ -168,7 +168,7 @@ def _total_steps(phase: PhaseConfig, cfg: TrainConfig, batches_per_epoch: int) -
     return min(total, cfg.max_steps) if cfg.max_steps > 0 else total
 
 
-def _train_phase(phase, index, total_steps, prepared, generator, cfg, ctx, progress, resume, stop) -> dict:
+def _train_phase(phase, total_steps, prepared, generator, cfg, ctx, progress, resume, stop) -> dict:
     model, optimizer, loader, scheduler = prepared
     accelerator, log = ctx.accelerator, ctx.log
     model.train()
