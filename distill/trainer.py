@@ -78,7 +78,7 @@ class MetricsLog:
 def _optimizer(objective: Objective, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     # no decay on biases and LayerNorm weights, as BERT/ALBERT training does
     decay, no_decay = [], []
-    for name, p in objective.named_parameters():
+    for p in objective.parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
