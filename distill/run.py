@@ -168,6 +168,8 @@ def summary(cfg: Config, phases: list[dict], params: dict[str, int], extra: dict
         "train_seconds": seconds,
         "train_examples_per_second": examples / seconds if seconds else 0.0,
         "losses": losses,
+        # batches skipped for a non-finite loss (train.on_nonfinite=skip)
+        "nonfinite_skips": phases[-1].get("nonfinite_skips", 0) if phases else 0,
         "phases": {c.name: p for c, p in zip(cfg.stage.phases, phases)},
         "params": params,
         **extra,

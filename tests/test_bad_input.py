@@ -106,3 +106,29 @@ def test_general_student_from_another_vocabulary(ws, tmp_path):
                       f"general_student={tmp_path / 'general'}")
     with pytest.raises(ConfigError, match=f"has a vocabulary of {len(other)} but the teacher's tokenizer has {len(other) - 1}"):
         run(cfg)
+
+
+@pytest.mark.parametrize("mode", ["stop", "skip"])
+def test_nonfinite_loss_stops_or_skips(ws, tmp_path, monkeypatch, mode):
+    from distill.losses import HardCrossEntropy
+    from distill.trainer import NonFiniteLoss
+
+    calls = {"n": 0}
+    original = HardCrossEntropy.forward
+
+    def nan_on_third_batch(self, z, y):
+        calls["n"] += 1
+        loss = original(self, z, y)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(HardCrossEntropy, "forward", nan_on_third_batch)
+    cfg = compose_cfg(ws, "stage=teacher", f"run_dir={tmp_path / 'run'}", "train.checkpoint_every=1",
+                      f"train.on_nonfinite={mode}", "stage.phases.0.eval_every=0")
+    if mode == "stop":
+        with pytest.raises(NonFiniteLoss, match=r"phase 'finetune' step 2: loss term hard_ce is nan; "
+                                                r"last good checkpoint: .*step-0-2"):
+            run(cfg)
+        assert not (tmp_path / "run" / "metrics.json").exists()
+    else:
+        metrics = run(cfg)
+        assert metrics["nonfinite_skips"] == 1 and metrics["steps"] == 4
