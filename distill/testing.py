@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import torch
+
 from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification, BertModel, BertTokenizerFast
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -62,3 +64,15 @@ def write_tiny_tsv(path: str | Path, n: int, seed: int) -> None:
         rng.shuffle(words)
         rows.append(f"{' '.join(words)}\t{label}")
     Path(path).write_text("\n".join(rows) + "\n")
+
+
+def write_tiny_workspace(root: str | Path, n_train: int, n_dev: int, teachers: dict[str, str]) -> Path:
+    """``root/data/{train,dev}.tsv`` and one tiny teacher per ``{directory name: head}``, seeded."""
+    root = Path(root)
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    write_tiny_tsv(root / "data" / "train.tsv", n_train, 0)
+    write_tiny_tsv(root / "data" / "dev.tsv", n_dev, 1)
+    torch.manual_seed(0)
+    for name, head in teachers.items():
+        write_tiny_teacher(root / name, head=head)
+    return root

@@ -4,12 +4,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from distill.__main__ import run
 from distill.checkpoint import Checkpoints
 from distill.config import ConfigError
-from distill.testing import write_tiny_teacher, write_tiny_tsv as write_tsv
+from distill.testing import write_tiny_workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_pipeline import compose_cfg  # noqa: E402
@@ -17,14 +16,8 @@ from test_pipeline import compose_cfg  # noqa: E402
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bad")
-    (root / "data").mkdir()
-    write_tsv(root / "data" / "train.tsv", 16, 0)
-    write_tsv(root / "data" / "dev.tsv", 8, 1)
-    torch.manual_seed(0)
-    write_tiny_teacher(root / "teacher", head="base")
-    write_tiny_teacher(root / "finetuned", head="sequence_classification")
-    return root
+    return write_tiny_workspace(tmp_path_factory.mktemp("bad"), 16, 8,
+                                {"teacher": "base", "finetuned": "sequence_classification"})
 
 
 CASES = [

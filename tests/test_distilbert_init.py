@@ -14,7 +14,7 @@ from distill.layer_map import LayerMap
 from distill.objective import LossOptions, LossWeights, Objective, TokenMasker
 from distill.student import StudentShape, _albert_core, build_student
 from distill.teacher import FrozenTeacher, load_model
-from distill.testing import write_tiny_teacher, write_tiny_tsv as write_tsv
+from distill.testing import write_tiny_teacher, write_tiny_workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_pipeline import compose_cfg  # noqa: E402
@@ -135,12 +135,8 @@ def test_albert_dir_init(tokenizer, tmp_path):
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory, mlm_teacher_dir):
-    root = tmp_path_factory.mktemp("distilbert")
-    (root / "data").mkdir()
-    write_tsv(root / "data" / "train.tsv", 48, 0)
-    write_tsv(root / "data" / "dev.tsv", 8, 1)
-    write_tiny_teacher(root / "teacher", head="base")  # compose_cfg's teacher: no MLM head
-    return root
+    # "teacher" is compose_cfg's teacher: one without an MLM head
+    return write_tiny_workspace(tmp_path_factory.mktemp("distilbert"), 48, 8, {"teacher": "base"})
 
 
 DISTILBERT = ["recipe=distilbert", "student.num_layers=2", "student.hidden_size=32", "student.embedding_size=32",

@@ -12,19 +12,13 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 
 from distill.__main__ import run
 from distill.config import ConfigError
-from distill.testing import write_tiny_teacher, write_tiny_tsv as write_tsv
+from distill.testing import write_tiny_workspace
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    (root / "data").mkdir()
-    write_tsv(root / "data" / "train.tsv", 96, 0)
-    write_tsv(root / "data" / "dev.tsv", 24, 1)
-    torch.manual_seed(0)
-    write_tiny_teacher(root / "teacher", head="base")
-    return root
+    return write_tiny_workspace(tmp_path_factory.mktemp("e2e"), 96, 24, {"teacher": "base"})
 
 
 def overrides(root: Path, *extra: str) -> list[str]:

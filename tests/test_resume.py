@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill.testing import write_tiny_teacher, write_tiny_tsv as write_tsv
+from distill.testing import write_tiny_workspace
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,12 +52,7 @@ ckpt.os.replace = replace
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    (root / "data").mkdir()
-    write_tsv(root / "data" / "train.tsv", 64, 0)
-    write_tsv(root / "data" / "dev.tsv", 16, 1)
-    torch.manual_seed(0)
-    write_tiny_teacher(root / "teacher", head="sequence_classification")
+    root = write_tiny_workspace(tmp_path_factory.mktemp("resume"), 64, 16, {"teacher": "sequence_classification"})
     (root / "killer").mkdir()
     (root / "killer" / "sitecustomize.py").write_text(KILLER)
     return root
