@@ -75,10 +75,27 @@ class Intermediates:
         return self.hidden_states[0]
 
 
-def intermediates(model: nn.Module, batch: dict[str, torch.Tensor]) -> Intermediates:
-    """Run ``model`` on a tokenized batch and collect hidden states and scores."""
+def _masked_lm_head(model: nn.Module) -> nn.Module | None:
+    """The prediction head of a ``*ForMaskedLM`` model: its one child besides the base model."""
+    if not type(model).__name__.endswith("ForMaskedLM"):
+        return None
+    heads = [m for m in model.children() if m is not model.base_model]
+    return heads[0] if len(heads) == 1 else None
+
+
+def intermediates(
+    model: nn.Module, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None
+) -> Intermediates:
+    """Run ``model`` on a tokenized batch and collect hidden states and scores.
+
+    logits_at: a [b, t] bool mask. For a masked-LM model the head then runs at those
+    positions only and ``logits`` is [n, vocab]: the vocabulary-sized matmul is the
+    largest cost of a small student, and DistilBERT's terms read masked positions only.
+    """
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    out = model(**inputs, output_hidden_states=True, output_attentions=True, return_dict=True)
+    head = _masked_lm_head(model) if logits_at is not None else None
+    runner = model.base_model if head is not None else model
+    out = runner(**inputs, output_hidden_states=True, output_attentions=True, return_dict=True)
     if model.config._attn_implementation != SCORES_ATTENTION:
         raise RuntimeError(
             f"model uses attention '{model.config._attn_implementation}', which returns probabilities or nothing; "
@@ -86,8 +103,5 @@ def intermediates(model: nn.Module, batch: dict[str, torch.Tensor]) -> Intermedi
         )
     if not out.attentions or not out.hidden_states:
         raise RuntimeError("model returned no attentions/hidden_states; it cannot be distilled layer by layer")
-    return Intermediates(
-        hidden_states=tuple(out.hidden_states),
-        attention_scores=tuple(out.attentions),
-        logits=getattr(out, "logits", None),
-    )
+    logits = head(out.hidden_states[-1][logits_at]) if head is not None else getattr(out, "logits", None)
+    return Intermediates(hidden_states=tuple(out.hidden_states), attention_scores=tuple(out.attentions), logits=logits)

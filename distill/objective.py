@@ -153,10 +153,12 @@ class Objective(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total weighted loss and each (unweighted) term, for logging."""
+        masked = None
         if self.masker is not None:
             batch = self.masker(batch)  # teacher and student read the same masked text
-        s = intermediates(self.student, batch)
-        t = self.teacher(batch) if self.teacher is not None else None
+            masked = batch["labels"] != -100  # [b, t]: masked-LM predictions count here only
+        s = intermediates(self.student, batch, logits_at=masked)
+        t = self.teacher(batch, logits_at=masked) if self.teacher is not None else None
         mask = batch["attention_mask"]
         token_mask = None if self.options.tinybert_compat else mask
         terms: dict[str, torch.Tensor] = {}
@@ -172,20 +174,19 @@ class Objective(nn.Module):
             terms["attention"] = self.attention(
                 [s.attention_scores[i] for i, _ in pairs], [t.attention_scores[j] for _, j in pairs], mask
             )
-        if s.logits is not None and s.logits.dim() == 3:
-            # masked-LM logits [b, t, vocab]: predictions count at the masked positions only
-            masked = batch["labels"] != -100  # [b, t]
-            s_logits, labels = s.logits[masked], batch["labels"][masked]  # [n, vocab], [n]
-            t_logits = t.logits[masked] if t is not None and t.logits is not None else None
-        else:
-            s_logits, labels = s.logits, batch.get("labels")
-            t_logits = t.logits if t is not None else None
+        # masked-LM: logits [n, vocab] at the masked positions; classification: [b, classes]
+        s_logits, t_logits = s.logits, (t.logits if t is not None else None)
+        labels = batch["labels"][masked] if masked is not None else batch.get("labels")
+        if masked is not None and not masked.any():
+            # nothing masked in this batch (tiny batches): the prediction terms contribute 0
+            s_logits = t_logits = labels = None
+        zero = s.hidden_states[-1].sum() * 0.0  # keeps the graph when a term has nothing to score
         if "soft_ce" in self.terms:
-            terms["soft_ce"] = self.soft_ce(s_logits, t_logits)
+            terms["soft_ce"] = self.soft_ce(s_logits, t_logits) if s_logits is not None else zero
         if "hard_ce" in self.terms:
-            terms["hard_ce"] = self.hard_ce(s_logits, labels)
+            terms["hard_ce"] = self.hard_ce(s_logits, labels) if s_logits is not None else zero
         if "mlm" in self.terms:
-            terms["mlm"] = self.hard_ce(s_logits, labels)
+            terms["mlm"] = self.hard_ce(s_logits, labels) if s_logits is not None else zero
         if "cosine" in self.terms:
             terms["cosine"] = self.cosine(s.hidden_states[-1], t.hidden_states[-1], mask)
         total = sum(getattr(self.weights, name) * value for name, value in terms.items())

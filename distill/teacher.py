@@ -105,5 +105,5 @@ class FrozenTeacher:
         return self
 
     @torch.no_grad()
-    def __call__(self, batch: dict[str, torch.Tensor]) -> Intermediates:
-        return intermediates(self.model, batch)
+    def __call__(self, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None) -> Intermediates:
+        return intermediates(self.model, batch, logits_at)

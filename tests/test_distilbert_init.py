@@ -162,3 +162,20 @@ def test_distilbert_recipe_end_to_end(ws, mlm_teacher_dir, caplog):
     from transformers import AlbertModel
 
     AlbertModel.from_pretrained(ws / "a" / "model")
+
+
+def test_masked_positions_only_logits_equal_full_logits(mlm_teacher_dir, tokenizer, padded_batch):
+    from distill.attention import intermediates
+
+    teacher = use_score_attention(AutoModelForMaskedLM.from_pretrained(mlm_teacher_dir)).eval()
+    student = use_score_attention(build_student(SAME_WIDTH, tokenizer, masked_lm=True)).eval()
+    batch = {k: v for k, v in padded_batch.items() if k != "labels"}
+    at = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+    at[0, 1], at[2, 3], at[2, 5] = True, True, True
+    for model in (teacher, student):
+        full = intermediates(model, batch)
+        some = intermediates(model, batch, logits_at=at)
+        assert some.logits.shape == (3, len(tokenizer))
+        torch.testing.assert_close(some.logits, full.logits[at], atol=1e-5, rtol=0)
+        for a, b in zip(some.hidden_states, full.hidden_states):
+            torch.testing.assert_close(a, b)
