@@ -77,6 +77,14 @@ class TaskConfig:
     def num_labels(self) -> int:
         return len(self.label_names)
 
+    def label_config(self) -> dict:
+        """``num_labels``/``id2label``/``label2id`` for a classifier's config, so saved models name their labels."""
+        return {
+            "num_labels": self.num_labels,
+            "id2label": dict(enumerate(self.label_names)),
+            "label2id": {name: i for i, name in enumerate(self.label_names)},
+        }
+
 
 @dataclass
 class CorpusConfig:

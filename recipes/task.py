@@ -44,9 +44,10 @@ def run(cfg) -> dict:
     # data first: a malformed file fails before any model is loaded
     data = tokenize_task(load_task(task), task, tokenizer)
     teacher = FrozenTeacher(load_model(str(teacher_dir), head="sequence_classification")).to(run.accelerator.device)
+    labels = task.label_config()
     student = build_student(
-        cfg.student, tokenizer, num_labels=task.num_labels, type_vocab_size=teacher.config.type_vocab_size,
-        id2label=dict(enumerate(task.label_names)), label2id={n: i for i, n in enumerate(task.label_names)},
+        cfg.student, tokenizer, num_labels=labels.pop("num_labels"), type_vocab_size=teacher.config.type_vocab_size,
+        **labels,
     )
     general = Path(cfg.general_student)
     if (general / "config.json").is_file():

@@ -19,13 +19,7 @@ def run(cfg) -> dict:
     task, train_cfg = cfg.task, cfg.train
     tokenizer = load_tokenizer(cfg.teacher.name_or_path)
     data = tokenize_task(load_task(task), task, tokenizer)
-    model = load_model(
-        cfg.teacher.name_or_path,
-        head="sequence_classification",
-        num_labels=task.num_labels,
-        id2label=dict(enumerate(task.label_names)),
-        label2id={name: i for i, name in enumerate(task.label_names)},
-    )
+    model = load_model(cfg.teacher.name_or_path, head="sequence_classification", **task.label_config())
     loader = train_loader(data["train"], tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length)
     dev = eval_loader(data["dev"], tokenizer, train_cfg.eval_batch_size)
     best = runs.BestCheckpoint(run, model, tokenizer, task.metrics[0])
