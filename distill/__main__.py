@@ -1,4 +1,4 @@
-"""``python -m distill stage=<teacher|general|task> [task=...] [student=...] [key=value ...]``."""
+"""``python -m distill stage=<teacher|general|augment|task> [task=...] [student=...] [key=value ...]``."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ log = logging.getLogger("distill")
 
 def recipes():
     # imported lazily: `--help` and `--cfg job` stay fast
-    from recipes import general, task, teacher
+    from recipes import augment, general, task, teacher
 
-    return {"teacher": teacher.run, "general": general.run, "task": task.run}
+    return {"teacher": teacher.run, "general": general.run, "augment": augment.run, "task": task.run}
 
 
 def run(cfg: DictConfig | Config) -> dict:

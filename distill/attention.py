@@ -75,7 +75,7 @@ class Intermediates:
         return self.hidden_states[0]
 
 
-def _masked_lm_head(model: nn.Module) -> nn.Module | None:
+def masked_lm_head(model: nn.Module) -> nn.Module | None:
     """The prediction head of a ``*ForMaskedLM`` model: its one child besides the base model."""
     if not type(model).__name__.endswith("ForMaskedLM"):
         return None
@@ -93,7 +93,7 @@ def intermediates(
     largest cost of a small student, and DistilBERT's terms read masked positions only.
     """
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    head = _masked_lm_head(model) if logits_at is not None else None
+    head = masked_lm_head(model) if logits_at is not None else None
     runner = model.base_model if head is not None else model
     out = runner(**inputs, output_hidden_states=True, output_attentions=True, return_dict=True)
     if model.config._attn_implementation != SCORES_ATTENTION:

@@ -16,6 +16,7 @@ import json
 import re
 from pathlib import Path
 
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset, DatasetDict, Value, concatenate_datasets, load_dataset
 from datasets.fingerprint import Hasher
@@ -272,7 +273,8 @@ def train_loader(ds: Dataset, tokenizer, batch_size: int, seed: int, group_by_le
     generator = torch.Generator().manual_seed(seed)
     if group_by_length:
         # batches of similar length: short phrases are not padded to the longest sentence of a random batch
-        lengths = [len(ids) for ids in ds["input_ids"]]
+        # lengths straight from arrow: a million augmented rows are not turned into Python lists
+        lengths = pc.list_value_length(ds.with_format("arrow")[:]["input_ids"]).to_pylist()
         sampler = LengthGroupedSampler(batch_size, lengths=lengths, generator=generator)
     else:
         sampler = RandomSampler(ds, generator=generator)

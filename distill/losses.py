@@ -161,7 +161,11 @@ class CosineEmbedding(nn.Module):
 
 
 class HardCrossEntropy(nn.Module):
-    """L_ce = mean over examples of -log softmax(z_S)[y]. z_S: [b, c], y: [b]."""
+    """L_ce = mean over labelled examples of -log softmax(z_S)[y]. z_S: [b, c], y: [b].
+
+    y = -100 marks an example without a label (an augmented variant, which the teacher labels
+    through soft CE): it is left out of the mean, and a batch with no labels at all gives 0."""
 
     def forward(self, z_s: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(z_s, labels)
+        labelled = (labels != -100).sum()
+        return F.cross_entropy(z_s, labels, ignore_index=-100, reduction="sum") / labelled.clamp(min=1)

@@ -5,6 +5,10 @@ fine-tuned teacher. Phase 2 (prediction): soft cross-entropy on the teacher's
 logits (plus hard labels if weighted). The student starts from the general
 student of the same shape when one exists. The best dev checkpoint of the
 selecting phase is kept in ``<run_dir>/model``.
+
+With ``augment.enabled=true`` both phases train on the training split plus its
+TinyBERT augmentation (distill/augment.py; cached, so a sweep over students
+builds it once). Variants have no label: the teacher's logits are their targets.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from transformers import AlbertModel
 
 from distill import run as runs
 from distill.attention import use_score_attention
+from distill.augment import augment_train
 from distill.bench import benchmark
 from distill.config import ConfigError
 from distill.data import eval_loader, load_task, tokenize_task, train_loader
@@ -42,7 +47,12 @@ def run(cfg) -> dict:
     run = runs.start(cfg, teacher=str(teacher_dir))
     tokenizer = load_tokenizer(str(teacher_dir))
     # data first: a malformed file fails before any model is loaded
-    data = tokenize_task(load_task(task), task, tokenizer)
+    splits = load_task(task)
+    augmented = None
+    if cfg.augment.enabled:  # the training split only: dev stays as it is
+        augmented = augment_train(splits["train"], task, cfg.augment, progress=train_cfg.progress)
+        splits["train"] = augmented.dataset
+    data = tokenize_task(splits, task, tokenizer)
     teacher = FrozenTeacher(load_model(str(teacher_dir), head="sequence_classification")).to(run.accelerator.device)
     labels = task.label_config()
     student = build_student(
@@ -89,6 +99,8 @@ def run(cfg) -> dict:
         "teacher_dir": str(teacher_dir),
         "teacher_params": parameter_counts(teacher.model),
         "layer_map": list(layer_map.targets),
+        "train_examples": len(data["train"]),
+        "augment": augmented.stats if augmented is not None else None,
     }
     metrics = runs.summary(cfg, results, parameter_counts(student), extra)
     if run.accelerator.is_main_process:

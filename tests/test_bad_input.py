@@ -44,6 +44,11 @@ CASES = [
     ("teacher", ["resume=/no/such/checkpoint"], "resume=/no/such/checkpoint: not a checkpoint directory"),
     ("teacher", ["resume=true", "overwrite=true"], "resume and overwrite=true contradict each other"),
     ("task", ["task.label_names=[a,b,c]"], "the fine-tuned teacher has 2 labels but task 'sst2' has 3"),
+    ("task", ["augment.enabled=true", "augment.p=1.5"], r"augment.p=1.5 must be in \[0, 1\]"),
+    ("task", ["augment.enabled=true", "augment.candidates=glove"], "augment.candidates='glove' is unknown"),
+    ("task", ["augment.enabled=true", "augment.candidates=mlm"], "augment.candidates=mlm but augment.model=.* has no masked-LM head"),
+    ("augment", ["augment.vectors=/no/such/glove.txt"], "augment.vectors: /no/such/glove.txt does not exist"),
+    ("teacher", ["augment.enabled=true"], "augment.enabled=true applies to stage=task"),
 ]
 
 

@@ -18,7 +18,7 @@ def test_every_config_composes_with_every_stage(stage, group, option, tmp_path):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=[f"stage={stage}", f"{group}={option}", f"task.data_dir={tmp_path}"])
     obj = OmegaConf.to_object(cfg)
-    assert obj.stage.name in stage and obj.stage.phases
+    assert obj.stage.name in stage and (obj.stage.phases or obj.stage.name == "augment")  # augment builds data only
     found = [p for p in problems(obj) if "does not exist" not in p]  # tmp_path has no data files
     assert not found, found
     assert obj.run_dir.startswith("runs/" + obj.stage.name)

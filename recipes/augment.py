@@ -1,0 +1,29 @@
+"""stage=augment: build (or finish) the augmented training split ahead of the task stage.
+
+``python -m distill stage=task augment.enabled=true`` with the same task and ``augment.*``
+settings then reads it from the cache. Prints where it lives and what it holds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from distill.augment import augment_train
+from distill.config import check
+from distill.data import load_task
+
+
+def run(cfg) -> dict:
+    check(cfg)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    train = load_task(cfg.task)["train"]
+    result = augment_train(train, cfg.task, cfg.augment, progress=cfg.train.progress)
+    (result.directory / "stats.json").write_text(json.dumps(result.stats, indent=2) + "\n")
+    s = result.stats
+    speed = f", {s['examples_per_second']} examples/s" if s["examples_per_second"] else " (all from the cache)"
+    print(f"augmented {s['examples']:,} examples into {s['rows']:,} rows "
+          f"({s['variants_per_example']:.1f} variants each){speed}: {result.directory}")
+    return s
