@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset, Features, Value, concatenate_datasets
 from datasets.fingerprint import Hasher
+from filelock import FileLock
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from tqdm.auto import tqdm
 
@@ -299,8 +300,12 @@ class Augmenter:
 
 
 def _splice(text: str, edits: list[tuple[Word, str]]) -> str:
-    """``text`` with each edited word's character span replaced (the rest of the text, spacing included, kept)."""
+    """``text`` with each edited word's character span replaced (the rest of the text, spacing included, kept).
+
+    An uncased model proposes lower-case words: a capitalised word's replacement is capitalised too."""
     for word, new in sorted(edits, key=lambda e: e[0].start, reverse=True):
+        if text[word.start].isupper() and new[:1].islower():
+            new = new[0].upper() + new[1:]
         text = text[: word.start] + new + text[word.end :]
     return text
 
@@ -353,9 +358,27 @@ def augment_train(train: Dataset, task: TaskConfig, aug: AugmentConfig, progress
     key = cache_key(train, task, aug)
     directory = Path(aug.cache_dir) / f"{task.name}-{key[:16]}"
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("tmp*"):  # half-written shard of a killed run
+    # one writer at a time: a second process (a parallel sweep member) waits, then reads the cache
+    with FileLock(str(directory / ".lock")):
+        parts, remaining, seconds = _augment_shards(train, aug, fields, key, directory, progress, task.name)
+    dataset, n = concatenate_datasets(parts), len(train)
+    stats = {
+        "examples": n, "rows": len(dataset), "variants_per_example": (len(dataset) - n) / max(n, 1),
+        "computed_examples": remaining, "seconds": round(seconds, 2),
+        "examples_per_second": round(remaining / seconds, 1) if remaining and seconds > 0 else None,
+        "directory": str(directory),
+    }
+    if remaining:
+        log.info("augmented %d examples into %d rows in %.1fs: %s", n, len(dataset), seconds, directory)
+    return Augmented(dataset, directory, stats)
+
+
+def _augment_shards(train: Dataset, aug: AugmentConfig, fields: list[str], key: str, directory: Path,
+                    progress: bool, name: str) -> tuple[list[Dataset], int, float]:
+    """Every shard as a Dataset: read where complete, computed where not. Call with the directory locked."""
+    for stale in directory.glob("tmp*"):  # a shard half-written by a killed run (we hold the lock: nobody else writes)
         stale.unlink()
-    settings = {"task": task.name, "model": aug.model, "vectors": aug.vectors, "p": aug.p, "num_candidates": aug.num_candidates,
+    settings = {"task": name, "model": aug.model, "vectors": aug.vectors, "p": aug.p, "num_candidates": aug.num_candidates,
                 "copies": aug.copies, "seed": aug.seed, "candidates": aug.candidates, "examples": len(train)}
     (directory / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
     n, size = len(train), aug.shard_size
@@ -366,7 +389,7 @@ def augment_train(train: Dataset, task: TaskConfig, aug: AugmentConfig, progress
     started = time.perf_counter()  # the rate counts loading the model and the vocabulary's neighbours too
     augmenter = build_augmenter(aug, fields) if todo else None
     remaining = sum(min(n, (i + 1) * size) - i * size for i in todo)
-    bar = tqdm(total=n, initial=n - remaining, unit="ex", desc=f"augment {task.name}", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=n, initial=n - remaining, unit="ex", desc=f"augment {name}", disable=not progress, dynamic_ncols=True)
     parts = []
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # one bar for the whole split, not one per shard
@@ -380,7 +403,7 @@ def augment_train(train: Dataset, task: TaskConfig, aug: AugmentConfig, progress
             lo = i * size
             shard = train.select(range(lo, min(n, lo + size)))
             parts.append(shard.map(
-                lambda batch, idx: augmenter(batch, [lo + j for j in idx]), batched=True, with_indices=True,
+                lambda batch, idx, lo=lo: augmenter(batch, [lo + j for j in idx]), batched=True, with_indices=True,
                 batch_size=EXAMPLES_PER_MAP_BATCH, remove_columns=shard.column_names, features=features,
                 cache_file_name=str(path), load_from_cache_file=False, new_fingerprint=Hasher.hash((key, i)),
             ))
@@ -388,14 +411,4 @@ def augment_train(train: Dataset, task: TaskConfig, aug: AugmentConfig, progress
         bar.close()
         if was_enabled:
             datasets.enable_progress_bars()
-    dataset = concatenate_datasets(parts)
-    seconds = time.perf_counter() - started
-    stats = {
-        "examples": n, "rows": len(dataset), "variants_per_example": (len(dataset) - n) / max(n, 1),
-        "computed_examples": remaining, "seconds": round(seconds, 2),
-        "examples_per_second": round(remaining / seconds, 1) if remaining and seconds > 0 else None,
-        "directory": str(directory),
-    }
-    if remaining:
-        log.info("augmented %d examples into %d rows in %.1fs: %s", n, len(dataset), seconds, directory)
-    return Augmented(dataset, directory, stats)
+    return parts, remaining, time.perf_counter() - started

@@ -88,7 +88,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sentences = read_sentences(args.data, args.examples)
-    settings = dict(p=0.4, num_candidates=15, copies=20, seed=42)
+    settings = {"p": 0.4, "num_candidates": 15, "copies": 20, "seed": 42}
     print(f"{len(sentences)} sentences of {args.data}; p=0.4, M=15, N=20; torch threads {args.threads}")
     print("setup: loading the model and, for neighbours, the whole vocabulary's neighbours (once per vocabulary)\n")
     print(f"{'path':<10}  {'examples':>8}  {'ex/s':>10}  {'variants':>9}  {'setup s':>7}  "

@@ -11,14 +11,14 @@ from transformers import AutoModel
 
 from distill import augment as augment_module
 from distill.__main__ import run
-from distill.augment import UNLABELED, Augmenter, augment_train, build_augmenter, split_words
+from distill.augment import UNLABELED, augment_train, build_augmenter, split_words
 from distill.augment_reference import ReferenceCandidates
 from distill.config import AugmentConfig, TaskConfig
 from distill.data import load_task
 from distill.testing import write_tiny_workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_pipeline import compose_cfg  # noqa: E402
+from test_pipeline import compose_cfg
 
 SENTENCES = [
     "the movie was very good and the acting great",
@@ -75,7 +75,7 @@ def test_mlm_candidates_are_the_top_predictions_at_the_masked_word(ws, tmp_path)
         logits = model(**batch).logits[0, at]
     top = [tok.convert_ids_to_tokens(i) for i in logits.topk(8).indices.tolist()]
     expected = [t for t in top if not t.startswith("##") and t not in tok.all_special_tokens]
-    assert dict((w.text, c) for w, c in augmenter.candidates([text])[0])["movie"] == expected
+    assert {w.text: c for w, c in augmenter.candidates([text])[0]}["movie"] == expected
 
 
 def test_words_keep_their_character_spans(ws):
@@ -144,29 +144,52 @@ def test_second_run_reads_the_cache_and_a_new_setting_recomputes(ws, tmp_path, m
     assert third.directory != first.directory
 
 
-def test_interrupted_augmentation_continues_where_it_stopped(ws, tmp_path, monkeypatch):
-    train, task = load_task(task_cfg(ws))["train"], task_cfg(ws)  # 60 examples: 4 shards of 16
-    expected = rows(augment_train(train, task, aug_cfg(ws, tmp_path / "whole"), progress=False).dataset)
+KILLER = """
+import os, signal
+import distill.augment as augment
 
-    original, calls = Augmenter.__call__, []
+original = augment.Augmenter.__call__
+augment.EXAMPLES_PER_MAP_BATCH = 8  # two map batches per shard: the kill lands mid-shard
 
-    def crash_in_third_shard(self, batch, indices):
-        calls.append(indices[0])
-        if indices[0] >= 32:
-            raise KeyboardInterrupt  # Ctrl-C in the middle of shard 2
-        return original(self, batch, indices)
+def call(self, batch, indices):
+    if indices[0] >= int(os.environ["KILL_FROM"]):
+        os.kill(os.getpid(), signal.SIGKILL)  # this shard's first batch is in its temporary file
+    return original(self, batch, indices)
 
-    monkeypatch.setattr(Augmenter, "__call__", crash_in_third_shard)
-    with pytest.raises(KeyboardInterrupt):
-        augment_train(train, task, aug_cfg(ws, tmp_path / "cut"), progress=False)
-    [directory] = (tmp_path / "cut" / "cache").iterdir()
-    assert len(list(directory.glob("shard-*.arrow"))) == 2  # the finished shards, nothing half-written
-    calls.clear()
-    monkeypatch.setattr(Augmenter, "__call__", lambda self, b, i: (calls.append(i[0]), original(self, b, i))[1])
-    resumed = augment_train(train, task, aug_cfg(ws, tmp_path / "cut"), progress=False)
-    assert calls == [32, 48]  # only shards 2 and 3 were computed
-    assert rows(resumed.dataset) == expected
+augment.Augmenter.__call__ = call
+"""
+
+
+def test_killed_augmentation_continues_from_its_finished_shards(ws, tmp_path):
+    import os
+    import subprocess
+
+    (tmp_path / "killer").mkdir()
+    (tmp_path / "killer" / "sitecustomize.py").write_text(KILLER)
+    repo = Path(__file__).resolve().parents[1]
+    cache = tmp_path / "cache"
+    cli = [sys.executable, "-m", "distill", "stage=augment", "task=sst2", f"task.data_dir={ws / 'data'}",
+           f"augment.model={ws / 'mlm'}", f"augment.cache_dir={cache}", f"runs_root={tmp_path / 'runs'}",
+           "augment.shard_size=16", "augment.copies=6", "augment.num_candidates=5", "train.progress=false"]
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'killer'}{os.pathsep}{repo}", KILL_FROM="40")
+    killed = subprocess.run(cli, capture_output=True, text=True, cwd=repo, env=env, check=False)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    [directory] = [d for d in cache.iterdir() if d.is_dir()]
+    assert len(list(directory.glob("shard-*.arrow"))) == 2  # 60 examples in shards of 16: two finished
+    assert list(directory.glob("tmp*")), "the third shard was being written when the process died"
+
+    resumed = subprocess.run(cli, capture_output=True, text=True, cwd=repo, env=dict(os.environ, PYTHONPATH=str(repo)),
+                             check=False)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    stats = json.loads((directory / "stats.json").read_text())
+    assert stats["computed_examples"] == 60 - 32 and stats["examples"] == 60
     assert not list(directory.glob("tmp*"))
+    task = TaskConfig(name="sst2", data_dir=str(ws / "data"))
+    uninterrupted = augment_train(load_task(task)["train"], task, aug_cfg(ws, tmp_path / "whole"), progress=False)
+    from datasets import Dataset, concatenate_datasets
+
+    resumed_rows = concatenate_datasets([Dataset.from_file(str(f)) for f in sorted(directory.glob("shard-*.arrow"))])
+    assert rows(resumed_rows) == rows(uninterrupted.dataset)
 
 
 def test_vectors_file_neighbours(ws, tmp_path):
