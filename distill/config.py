@@ -251,11 +251,14 @@ def augment_problems(aug: AugmentConfig) -> list[str]:
         out.append(f"augment.candidates='{aug.candidates}' is unknown; use one of {', '.join(CANDIDATE_SOURCES)}")
     if aug.vectors is not None and not Path(aug.vectors).is_file():
         out.append(f"augment.vectors: {aug.vectors} does not exist; give a word-vector text file (word v1 v2 ...) or null")
-    if aug.candidates == "mlm":
-        try:
+    if aug.candidates in CANDIDATE_SOURCES:
+        try:  # the model's config.json: it must load, and have a head when candidates=mlm
             augment_uses_mlm(aug)
-        except (ConfigError, FileNotFoundError) as err:
-            out.append(str(err))
+        except ConfigError as err:
+            out.append(str(err) if str(err).startswith("augment.") else
+                       f"augment.model={aug.model}: its config.json cannot be read; point it at a model directory or hub name")
+        except FileNotFoundError as err:  # a pkg: model whose package is not installed
+            out.append(f"augment.model: {err}")
     return out
 
 
@@ -263,9 +266,9 @@ def augment_uses_mlm(aug: AugmentConfig) -> bool:
     """Whether the masked-LM head proposes candidates (reads the model's config.json only)."""
     from distill.teacher import load_config  # imported here: validation stays light
 
+    has_head = has_mlm_head(load_config(aug.model))
     if aug.candidates == "neighbours":
         return False
-    has_head = has_mlm_head(load_config(aug.model))
     if aug.candidates == "mlm" and not has_head:
         raise ConfigError(
             f"augment.candidates=mlm but augment.model={aug.model} has no masked-LM head; "

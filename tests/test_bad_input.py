@@ -49,6 +49,7 @@ CASES = [
     ("task", ["augment.enabled=true", "augment.candidates=mlm"], "augment.candidates=mlm but augment.model=.* has no masked-LM head"),
     ("augment", ["augment.vectors=/no/such/glove.txt"], "augment.vectors: /no/such/glove.txt does not exist"),
     ("teacher", ["augment.enabled=true"], "augment.enabled=true applies to stage=task"),
+    ("task", ["augment.enabled=true", "augment.model=/no/such/mlm"], "augment.model=/no/such/mlm: its config.json cannot be read"),
 ]
 
 
