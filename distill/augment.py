@@ -64,6 +64,27 @@ EXAMPLES_PER_MAP_BATCH = 256  # examples whose masked positions share the length
 LETTERS = re.compile(r"[^\W\d_]+")  # TinyBERT's [a-z]+, for any alphabet
 
 
+def eligible(text: str, skip_stop_words: bool) -> bool:
+    """Whether a word may be replaced: letters only, and not an English stop word (when skipping those)."""
+    return bool(LETTERS.fullmatch(text)) and not (skip_stop_words and text.lower() in ENGLISH_STOP_WORDS)
+
+
+def whole_word_pieces(tokenizer, vocab_size: int) -> list[int]:
+    """Ids of the vocabulary pieces that are whole words of letters (the neighbour candidates)."""
+    special = set(tokenizer.all_special_ids)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+    return [i for i, t in enumerate(tokens) if i not in special and LETTERS.fullmatch(t or "")]
+
+
+def predictable_pieces(tokenizer, vocab_size: int) -> list[bool]:
+    """Per vocabulary id, whether a masked-LM prediction may stand for a word: sub-word pieces cannot
+    (TinyBERT drops them too), nor can [UNK], [unused7] or any other special token."""
+    special = set(tokenizer.all_special_ids)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+    return [i not in special and not t.startswith("##") and not (t.startswith("[") and t.endswith("]"))
+            for i, t in enumerate(tokens)]
+
+
 @dataclass(frozen=True)
 class Word:
     """A word as the tokenizer's pre-tokenizer splits it (whitespace and punctuation)."""
@@ -128,13 +149,12 @@ class EmbeddingNeighbours:
     its pieces' vectors) is computed the first time it is seen, together with the rest of its batch."""
 
     def __init__(self, embeddings: torch.Tensor, tokenizer, m: int):
-        tokens = tokenizer.convert_ids_to_tokens(list(range(embeddings.shape[0])))
-        special = set(tokenizer.all_special_ids)
-        keep = [i for i, t in enumerate(tokens) if i not in special and LETTERS.fullmatch(t or "")]
+        keep = whole_word_pieces(tokenizer, embeddings.shape[0])
+        tokens = tokenizer.convert_ids_to_tokens(keep)
         if len(keep) < 2:
             raise ConfigError("augment: the model's vocabulary has fewer than 2 whole-word pieces to use as neighbours")
         self.embeddings = embeddings.detach().float()
-        self.neighbours = Neighbours(self.embeddings[keep], [tokens[i] for i in keep], m)
+        self.neighbours = Neighbours(self.embeddings[keep], tokens, m)
         self.neighbours.add(self.neighbours.words, self.embeddings[keep])
 
     def __call__(self, words: list[Word]) -> list[list[str]]:
@@ -187,12 +207,7 @@ class MaskedLMCandidates:
         if self.head is None:
             raise ConfigError(f"augment.model: {type(model).__name__} has no masked-LM head; use augment.candidates=neighbours")
         self.tokens = tokenizer.convert_ids_to_tokens(list(range(model.config.vocab_size)))
-        special = set(tokenizer.all_special_ids)
-        # sub-word pieces cannot stand for a word (TinyBERT drops them too); nor can [UNK], [unused7], ...
-        self.allowed = [
-            i not in special and not t.startswith("##") and not (t.startswith("[") and t.endswith("]"))
-            for i, t in enumerate(self.tokens)
-        ]
+        self.allowed = predictable_pieces(tokenizer, model.config.vocab_size)
         self.m, self.batch_size = m, batch_size
         self.cls, self.sep, self.mask = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id
         # [CLS] masked [SEP] text [SEP] must fit the position embeddings
@@ -235,11 +250,7 @@ class Augmenter:
     def __init__(self, aug: AugmentConfig, tokenizer, text_fields: list[str], mlm: MaskedLMCandidates | None, neighbours):
         self.aug, self.tokenizer, self.text_fields = aug, tokenizer, text_fields
         self.mlm, self.neighbours = mlm, neighbours
-        self.stop_words = ENGLISH_STOP_WORDS if aug.skip_stop_words else frozenset()
         self.on_batch = lambda n: None  # progress callback
-
-    def eligible(self, word: Word) -> bool:
-        return bool(LETTERS.fullmatch(word.text)) and word.text.lower() not in self.stop_words
 
     def candidates(self, texts: list[str]) -> list[list[tuple[Word, list[str]]]]:
         """Each text's replaceable words with their candidates (words without any are left out)."""
@@ -247,7 +258,7 @@ class Augmenter:
         found: list[list[tuple[Word, list[str]]]] = [[] for _ in texts]
         queries, query_slots, others, other_slots = [], [], [], []
         for i, (ids, words) in enumerate(zip(all_ids, all_words)):
-            for word in filter(self.eligible, words):
+            for word in (w for w in words if eligible(w.text, self.aug.skip_stop_words)):
                 slot = (i, len(found[i]))
                 found[i].append((word, []))
                 if self.mlm is not None and len(word.piece_ids) == 1 and word.first_piece < self.mlm.max_pieces:

@@ -14,25 +14,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-from distill.augment import LETTERS
+from distill.augment import eligible, predictable_pieces, whole_word_pieces
 
 
 class ReferenceCandidates:
     def __init__(self, model, tokenizer, m: int, use_mlm: bool, skip_stop_words: bool = True):
         self.model, self.tokenizer, self.m, self.use_mlm = model.eval(), tokenizer, m, use_mlm
-        self.stop_words = ENGLISH_STOP_WORDS if skip_stop_words else frozenset()
+        self.skip_stop_words = skip_stop_words
         vocab = tokenizer.convert_ids_to_tokens(list(range(model.config.vocab_size)))
-        special = set(tokenizer.all_special_ids)
         self.vocab = vocab
-        self.words = [i for i, t in enumerate(vocab) if i not in special and LETTERS.fullmatch(t or "")]
+        self.words = whole_word_pieces(tokenizer, model.config.vocab_size)
+        self.predictable = predictable_pieces(tokenizer, model.config.vocab_size)
         self.embeddings = model.get_input_embeddings().weight.detach().float()
         self.unit = F.normalize(self.embeddings[self.words], dim=1)  # TinyBERT's emb_norm
         self.row = {vocab[i]: j for j, i in enumerate(self.words)}
-
-    def eligible(self, word: str) -> bool:
-        return bool(LETTERS.fullmatch(word)) and word.lower() not in self.stop_words
 
     def __call__(self, sentence: str) -> list[tuple[str, list[str]]]:
         """(word, candidates) for each eligible word of ``sentence`` that has candidates, in order."""
@@ -47,7 +43,7 @@ class ReferenceCandidates:
         out = []
         for ks in words:
             text = "".join(pieces[k].removeprefix("##") for k in ks)
-            if not self.eligible(text):
+            if not eligible(text, self.skip_stop_words):
                 continue
             if self.use_mlm and len(ks) == 1 and ks[0] < max_pieces:
                 candidates = self.masked_lm(pieces[:max_pieces], ks[0])
@@ -69,11 +65,7 @@ class ReferenceCandidates:
         # as TinyBERT does: the whole model, vocabulary logits at every position, then the masked one's row
         logits = self.model(input_ids=ids, token_type_ids=types).logits[0, position + 1]
         ranked = torch.argsort(logits, descending=True)[: self.m].tolist()
-        special = set(self.tokenizer.all_special_ids)
-        return [
-            self.vocab[i] for i in ranked
-            if i not in special and not self.vocab[i].startswith("##") and not (self.vocab[i].startswith("[") and self.vocab[i].endswith("]"))
-        ]
+        return [self.vocab[i] for i in ranked if self.predictable[i]]
 
     def neighbours(self, word: str, piece_ids: list[int]) -> list[str]:
         vector = F.normalize(self.embeddings[piece_ids].mean(0), dim=0)
