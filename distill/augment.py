@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 
 from distill.attention import masked_lm_head
 from distill.config import AugmentConfig, ConfigError, TaskConfig, augment_uses_mlm
+from distill.data import path_identity
 from distill.teacher import load_tokenizer, resolve_path
 
 log = logging.getLogger("distill")
@@ -321,19 +322,10 @@ def _splice(text: str, edits: list[tuple[Word, str]]) -> str:
     return text
 
 
-def _file_identity(path: str | None):
-    """What identifies a model directory or file for the cache: names, sizes and modification times."""
-    if path is None:
-        return None
-    p = Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] if p.is_file() else []
-    return [str(path)] + [(str(f.relative_to(p) if p.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-
-
 def cache_key(train: Dataset, task: TaskConfig, aug: AugmentConfig) -> str:
     return Hasher.hash({
         "data": train._fingerprint, "task": task.name, "fields": [task.text_field, task.text_pair_field],
-        "model": _file_identity(resolve_path(aug.model)), "vectors": _file_identity(aug.vectors),
+        "model": path_identity(resolve_path(aug.model)), "vectors": path_identity(aug.vectors),
         "p": aug.p, "m": aug.num_candidates, "n": aug.copies, "seed": aug.seed, "candidates": aug.candidates,
         "stop_words": aug.skip_stop_words, "shard_size": aug.shard_size, "version": AUGMENT_VERSION,
     })

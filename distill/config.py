@@ -42,6 +42,8 @@ class HubSource:
     config: str | None = None
     train_split: str = "train"
     dev_split: str = "validation"
+    # a split with labels to report on (null: GLUE-style, whose test labels are hidden)
+    test_split: str | None = None
     # hub column -> this task's column name, where the hub names them differently from the files
     columns: dict[str, str] = field(default_factory=dict)
 
@@ -57,6 +59,10 @@ class TaskConfig:
     # split files inside data_dir / the fetched directory: .tsv, .csv, .json, .jsonl or .parquet
     train_file: str = "train.tsv"
     dev_file: str = "dev.tsv"
+    # a labelled test file: when set, dev picks the kept checkpoint and test is reported;
+    # when null, `select_holdout` training examples pick it and dev is reported untouched
+    test_file: str | None = None
+    select_holdout: int = 1000
     # for files without a header row: the column names, in order
     column_names: list[str] | None = None
     encoding: str = "utf-8"
@@ -71,6 +77,7 @@ class TaskConfig:
     max_length: int = 64
     # cut the splits for quick runs (null: all)
     max_train_examples: int | None = None
+    # (dev and test)
     max_dev_examples: int | None = None
 
     @property
@@ -218,8 +225,8 @@ class Config:
     runs_root: str = "runs"
     # where this run writes (set per stage in conf/stage/*.yaml)
     run_dir: str = "${runs_root}/${stage.name}"
-    # the general student the task stage starts from (when it exists)
-    general_student: str = "${runs_root}/general/${student_tag:${student}}/model"
+    # the general student the task stage starts from (when it exists and stage.init.layers=random; null: none)
+    general_student: str | None = "${runs_root}/general/${student_tag:${student}}/model"
     # replace an existing run directory instead of refusing
     overwrite: bool = False
     # continue a killed run from its last complete checkpoint: true (this run_dir's checkpoints)
@@ -307,6 +314,8 @@ def problems(cfg: Config) -> list[str]:
         out.append(f"stage.loss.teacher_mlm='{cfg.stage.loss.teacher_mlm}' is unknown; use auto or required")
     if not 0 < cfg.stage.loss.mlm_probability < 1:
         out.append(f"stage.loss.mlm_probability={cfg.stage.loss.mlm_probability} must be in (0, 1)")
+    if cfg.stage.init.head == "teacher" and cfg.stage.name != "task":
+        out.append(f"stage.init.head=teacher copies a fine-tuned teacher's classifier: only stage=task has one, not stage={cfg.stage.name}")
     if cfg.stage.name != "general" and any(p.weights.mlm for p in cfg.stage.phases):
         out.append("the mlm loss needs a masked-LM student: only stage=general trains one")
     if cfg.stage.loss.attention_head_reduction not in ("none", "mean"):
@@ -341,7 +350,9 @@ def problems(cfg: Config) -> list[str]:
         if not 8 <= value <= cfg.student.max_position_embeddings:
             out.append(f"{name}={value} must be in 8..student.max_position_embeddings ({cfg.student.max_position_embeddings})")
     if task.data_dir is not None:
-        for split in (task.train_file, task.dev_file):
+        for split in (task.train_file, task.dev_file, task.test_file):
+            if split is None:
+                continue
             path = Path(task.data_dir) / split
             if not path.is_file():
                 out.append(f"task.data_dir: {path} does not exist; point task.data_dir at a directory holding {split}")
@@ -350,6 +361,8 @@ def problems(cfg: Config) -> list[str]:
             out.append(f"task.fetch='{task.fetch}' is unknown; use one of {', '.join(ASSETS)} or set task.data_dir")
     elif task.hub.name is None:
         out.append(f"task '{task.name}': set task.data_dir (a directory of data files), task.fetch or task.hub.name")
+    if task.select_holdout < 1:
+        out.append(f"task.select_holdout={task.select_holdout} must be >= 1 (training examples held out to pick the checkpoint)")
     if len(set(task.label_names)) != len(task.label_names):
         out.append(f"task.label_names={list(task.label_names)} has duplicates")
     corpus = cfg.corpus
@@ -377,7 +390,7 @@ def teacher_problems(cfg: Config, teacher_config) -> list[str]:
 
     out = []
     active = {term for phase in cfg.stage.phases for term in phase.weights.active()}
-    if {"hidden", "attention"} & active:
+    if {"hidden", "attention"} & active or (cfg.stage.init.layers == "teacher" and cfg.stage.init.source_layers == "map"):
         try:
             LayerMap(cfg.stage.layer_map, cfg.student.num_layers, teacher_config.num_hidden_layers)
         except LayerMapError as err:

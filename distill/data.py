@@ -16,6 +16,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 import torch
 from datasets import Dataset, DatasetDict, Value, concatenate_datasets, load_dataset
@@ -112,6 +113,15 @@ def _validate(ds: Dataset, task: TaskConfig, where: str, first_line: int | None)
     return ds.add_column("label", ids)
 
 
+def path_identity(path: str | None):
+    """What identifies a model directory or file for a cache: names, sizes and modification times."""
+    if path is None:
+        return None
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] if p.is_file() else []
+    return [str(path)] + [(str(f.relative_to(p) if p.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
 def task_source(task: TaskConfig) -> Path | None:
     """The directory holding the task's split files, or None for the hub."""
     if task.data_dir is not None:
@@ -121,12 +131,39 @@ def task_source(task: TaskConfig) -> Path | None:
     return None
 
 
+def evaluation_plan(task: TaskConfig) -> dict[str, str]:
+    """Which data picks the kept checkpoint ('select') and which data the headline is measured on ('report').
+
+    The two never overlap: with a labelled test split, select on dev and report test; otherwise
+    (GLUE: no test labels) select on ``task.select_holdout`` examples held out of train and report dev
+    untouched. Stated once here; metrics.json records the result."""
+    if task.test_file is not None or task.hub.test_split is not None:
+        return {"select": "dev", "report": "test"}
+    return {"select": "train holdout", "report": "dev"}
+
+
+def holdout_size(task: TaskConfig, n_train: int) -> int:
+    # at most a tenth of train, so a tiny task still trains on most of its data
+    return max(1, min(task.select_holdout, n_train // 10))
+
+
+def _hold_out(train: Dataset, task: TaskConfig) -> tuple[Dataset, Dataset]:
+    """(train without the holdout, holdout): a fixed permutation (seed 0), the same for every run and seed."""
+    n = holdout_size(task, len(train))
+    order = np.random.default_rng(0).permutation(len(train))
+    return train.select(np.sort(order[n:])), train.select(np.sort(order[:n]))
+
+
 def load_task(task: TaskConfig) -> DatasetDict:
-    """The task's ``train`` and ``dev`` splits: text (, text pair) columns and integer ``label``."""
+    """The task's files as ``train``, ``dev`` (and ``test`` when set) splits: text (, text pair) columns
+    and integer ``label``."""
     source = task_source(task)
+    files = {"train": task.train_file, "dev": task.dev_file, "test": task.test_file}
     splits = {}
     if source is not None:
-        for split, name in (("train", task.train_file), ("dev", task.dev_file)):
+        for split, name in files.items():
+            if name is None:
+                continue
             path = source / name
             if not path.is_file():
                 raise ConfigError(f"task '{task.name}': {path} does not exist; check task.data_dir and task.{split}_file")
@@ -140,15 +177,28 @@ def load_task(task: TaskConfig) -> DatasetDict:
                 f"task '{task.name}': cannot load {task.hub.name}/{task.hub.config} from the hub "
                 f"({type(err).__name__}); set task.data_dir to a directory of the task's files"
             ) from None
-        for split, hub_split in (("train", task.hub.train_split), ("dev", task.hub.dev_split)):
+        hub_splits = {"train": task.hub.train_split, "dev": task.hub.dev_split, "test": task.hub.test_split}
+        for split, hub_split in hub_splits.items():
+            if hub_split is None:
+                continue
             ds = hub[hub_split]
             if task.hub.columns:
                 ds = ds.rename_columns(dict(task.hub.columns))
             splits[split] = _validate(ds, task, f"{task.hub.name}/{task.hub.config} {hub_split}", None)
-    limits = {"train": task.max_train_examples, "dev": task.max_dev_examples}
+    limits = {"train": task.max_train_examples, "dev": task.max_dev_examples, "test": task.max_dev_examples}
     return DatasetDict(
         {s: ds.select(range(limits[s])) if limits[s] is not None and limits[s] < len(ds) else ds for s, ds in splits.items()}
     )
+
+
+def load_task_splits(task: TaskConfig) -> DatasetDict:
+    """What training and evaluation read: ``train``, ``select`` (picks the kept checkpoint) and
+    ``report`` (the headline; chose nothing), as ``evaluation_plan`` says."""
+    splits = load_task(task)
+    if evaluation_plan(task)["report"] == "test":
+        return DatasetDict(train=splits["train"], select=splits["dev"], report=splits["test"])
+    train, holdout = _hold_out(splits["train"], task)
+    return DatasetDict(train=train, select=holdout, report=splits["dev"])
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:

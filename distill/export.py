@@ -239,7 +239,7 @@ CARD_FIELDS = [
     ("student", "Student shape"),
     ("sharing", "Cross-layer sharing"),
     ("params", "Parameters"),
-    ("dev", "Dev metrics"),
+    ("heldout", "Held-out metrics (on data that chose nothing)"),
     ("speedup", "Measured speed-up"),
 ]
 

@@ -14,7 +14,11 @@ BERT -> ALBERT parameter names, per layer:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import logging
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,6 +27,8 @@ from transformers import AlbertModel
 from distill.errors import ConfigError
 from distill.layer_map import LayerMap
 from distill.student import _albert_core
+
+log = logging.getLogger("distill")
 
 LAYER_NAMES = {
     "attention.self.query": "attention.query",
@@ -38,35 +44,75 @@ LAYER_NAMES = {
 
 @dataclass
 class StudentInit:
-    # 'random' or 'teacher': copy teacher layer G(m) into student layer m (for a shared group,
-    # the layer its first member maps to); needs the teacher's width, FFN size and head count
+    # 'random' or 'teacher': copy teacher layers into the student (see source_layers / shared_block);
+    # needs the teacher's width and head count, and an FFN no wider than the teacher's (a narrower
+    # one keeps the teacher's most important FFN units)
     layers: str = "random"
+    # which teacher layer (1-based) each student layer starts from: 'map' (the stage's layer map G(m),
+    # e.g. every other layer), 'lowest' (1..L) or a list of L teacher layers
+    source_layers: Any = "map"
+    # a block shared by several student layers starts from the teacher layer of its 'first' member,
+    # or from the 'mean' of its members' teacher layers (parameter average)
+    shared_block: str = "first"
     # 'random', 'teacher' (copy the teacher's embeddings; needs embedding_size = teacher width) or
     # 'svd' (best rank-E factorization of the teacher's V x H word embeddings; needs hidden_size = teacher width)
     embedding: str = "random"
+    # 'random' or 'teacher': copy the (fine-tuned) teacher's pooler and classifier (task stage;
+    # needs hidden_size = teacher width)
+    head: str = "random"
     # a pretrained ALBERT directory (Hugging Face format) to start from, e.g. a converted albert_zh
     albert_dir: str | None = None
 
     def problems(self) -> list[str]:
         out = []
-        if self.layers not in ("random", "teacher"):
-            out.append(f"stage.init.layers='{self.layers}' is unknown; use random or teacher")
-        if self.embedding not in ("random", "teacher", "svd"):
-            out.append(f"stage.init.embedding='{self.embedding}' is unknown; use random, teacher or svd")
+        for name, allowed in (("layers", ("random", "teacher")), ("embedding", ("random", "teacher", "svd")),
+                              ("head", ("random", "teacher")), ("shared_block", ("first", "mean"))):
+            if getattr(self, name) not in allowed:
+                out.append(f"stage.init.{name}='{getattr(self, name)}' is unknown; use one of {', '.join(allowed)}")
+        if not (self.source_layers in ("map", "lowest") or _is_int_list(self.source_layers)):
+            out.append(f"stage.init.source_layers={self.source_layers!r} is unknown; use map, lowest or a list of teacher layers")
         return out
+
+    def teacher_layers(self, layer_map: LayerMap) -> list[int]:
+        """The teacher layer (1-based) each student layer starts from."""
+        if self.source_layers == "map":
+            return [layer_map(m) for m in range(1, layer_map.student_layers + 1)]
+        if self.source_layers == "lowest":
+            return list(range(1, layer_map.student_layers + 1))
+        return [int(x) for x in self.source_layers]
+
+
+def _is_int_list(value) -> bool:
+    if isinstance(value, str):
+        return False
+    try:
+        return len(value) > 0 and all(int(x) == x for x in value)
+    except (TypeError, ValueError):
+        return False
 
 
 def teacher_shape_problems(init: StudentInit, student_cfg, teacher_cfg) -> list[str]:
     """``student_cfg``: a StudentShape; ``teacher_cfg``: the teacher's transformers config."""
     out = []
     if init.layers == "teacher":
-        for s_name, t_name in (("hidden_size", "hidden_size"), ("intermediate_size", "intermediate_size"),
-                               ("num_heads", "num_attention_heads")):
+        for s_name, t_name in (("hidden_size", "hidden_size"), ("num_heads", "num_attention_heads")):
             if getattr(student_cfg, s_name) != getattr(teacher_cfg, t_name):
                 out.append(
                     f"stage.init.layers=teacher copies teacher layers, but student.{s_name}={getattr(student_cfg, s_name)} "
                     f"!= the teacher's {getattr(teacher_cfg, t_name)}; use the teacher's shape or init.layers=random"
                 )
+        if student_cfg.intermediate_size > teacher_cfg.intermediate_size:
+            out.append(
+                f"stage.init.layers=teacher: student.intermediate_size={student_cfg.intermediate_size} is wider than the "
+                f"teacher's {teacher_cfg.intermediate_size}; use at most the teacher's (fewer keeps its most important units)"
+            )
+        T, L = teacher_cfg.num_hidden_layers, student_cfg.num_layers
+        if init.source_layers == "lowest" and L > T:
+            out.append(f"stage.init.source_layers=lowest needs student.num_layers <= the teacher's {T} layers")
+        if _is_int_list(init.source_layers):
+            layers = [int(x) for x in init.source_layers]
+            if len(layers) != L or not all(1 <= x <= T for x in layers):
+                out.append(f"stage.init.source_layers={layers} needs {L} teacher layers (one per student layer), each in 1..{T}")
     if init.embedding == "teacher" and (student_cfg.embedding_size, student_cfg.hidden_size) != (teacher_cfg.hidden_size,) * 2:
         out.append(
             f"stage.init.embedding=teacher needs student.embedding_size = student.hidden_size = teacher width "
@@ -77,26 +123,87 @@ def teacher_shape_problems(init: StudentInit, student_cfg, teacher_cfg) -> list[
             f"stage.init.embedding=svd needs student.hidden_size = teacher width ({teacher_cfg.hidden_size}), "
             f"got {student_cfg.hidden_size}"
         )
+    if init.head == "teacher" and student_cfg.hidden_size != teacher_cfg.hidden_size:
+        out.append(
+            f"stage.init.head=teacher copies the teacher's pooler and classifier: needs student.hidden_size = teacher "
+            f"width ({teacher_cfg.hidden_size}), got {student_cfg.hidden_size}"
+        )
     return out
 
 
+def student_shape(init: StudentInit, shape, teacher_cfg):
+    """The shape to build: copied layers compute what the teacher's did only with the teacher's activation."""
+    if init.layers == "teacher" and shape.hidden_act != teacher_cfg.hidden_act:
+        return dataclasses.replace(shape, hidden_act=teacher_cfg.hidden_act)
+    return shape
+
+
+def ffn_importance(layer: nn.Module) -> torch.Tensor:
+    """Importance of each FFN unit j of a BERT layer: ||W_in[j, :]|| * ||W_out[:, j]|| (how much it can
+    move the residual stream), [intermediate_size]. Cheap and data-free."""
+    return layer.intermediate.dense.weight.norm(dim=1) * layer.output.dense.weight.norm(dim=0)
+
+
 @torch.no_grad()
-def copy_teacher_layers(student: nn.Module, teacher: nn.Module, layer_map: LayerMap) -> list[int]:
-    """Copy teacher layer G(m) into each student layer group; return the teacher layer of each group."""
+def copy_teacher_layers(student: nn.Module, teacher: nn.Module, init: StudentInit, layer_map: LayerMap) -> list[list[int]]:
+    """Copy teacher layers into each student layer group; return the teacher layers behind each group.
+
+    A group shared by several student layers takes its first member's teacher layer, or the mean of
+    its members' layers (``init.shared_block``). A narrower student FFN keeps the teacher's units of
+    highest ``ffn_importance`` (of the averaged layer), in their original order."""
     core = _albert_core(student)
     teacher_layers = teacher.base_model.encoder.layer
     per_group = core.config.num_hidden_layers // core.config.num_hidden_groups
+    wanted = init.teacher_layers(layer_map)
     sources = []
     for g, group in enumerate(core.encoder.albert_layer_groups):
-        first_member = g * per_group + 1  # 1-based student layer
-        source = teacher_layers[layer_map(first_member) - 1]
+        members = wanted[g * per_group:(g + 1) * per_group]
+        chosen = members[:1] if init.shared_block == "first" else members
+        source = copy.deepcopy(teacher_layers[chosen[0] - 1])
+        for name, param in source.named_parameters():
+            param.copy_(torch.stack([teacher_layers[t - 1].get_parameter(name) for t in chosen]).mean(0))
+        keep = ffn_importance(source).argsort(descending=True)[: core.config.intermediate_size].sort().values
         target = group.albert_layers[0]
         for t_name, s_name in LAYER_NAMES.items():
             t_mod, s_mod = source.get_submodule(t_name), target.get_submodule(s_name)
-            s_mod.weight.copy_(t_mod.weight)
-            s_mod.bias.copy_(t_mod.bias)
-        sources.append(layer_map(first_member))
+            weight, bias = t_mod.weight, t_mod.bias
+            if t_name == "intermediate.dense":
+                weight, bias = weight[keep], bias[keep]
+            elif t_name == "output.dense":
+                weight = weight[:, keep]
+            s_mod.weight.copy_(weight)
+            s_mod.bias.copy_(bias)
+        sources.append(chosen)
     return sources
+
+
+@torch.no_grad()
+def copy_teacher_head(student: nn.Module, teacher: nn.Module) -> None:
+    """The fine-tuned teacher's pooler (dense + tanh, when the student pools by [CLS]) and classifier."""
+    core = _albert_core(student)
+    if core.pooler is not None and getattr(teacher.base_model, "pooler", None) is not None:
+        core.pooler.load_state_dict(teacher.base_model.pooler.dense.state_dict())
+    student.classifier.load_state_dict(teacher.classifier.state_dict())
+
+
+def initialise(student: nn.Module, teacher: nn.Module, init: StudentInit, layer_map: LayerMap, vocab_size: int) -> dict:
+    """Apply ``init`` to a freshly built student; return what was done, for metrics.json."""
+    done = {}
+    if init.albert_dir:
+        load_albert_dir(student, init.albert_dir, vocab_size)
+        done["albert_dir"] = init.albert_dir
+    if init.layers == "teacher":
+        done["teacher_layers"] = copy_teacher_layers(student, teacher, init, layer_map)
+        log.info("student layer groups initialised from teacher layers %s", done["teacher_layers"])
+    if init.embedding == "teacher":
+        copy_teacher_embeddings(student, teacher)
+    elif init.embedding == "svd":
+        svd_embeddings(student, teacher)
+    done["embedding"] = init.embedding
+    if init.head == "teacher":
+        copy_teacher_head(student, teacher)
+    done["head"] = init.head
+    return done
 
 
 @torch.no_grad()

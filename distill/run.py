@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +135,7 @@ def finish(run: Run, metrics: dict) -> dict:
 
 
 class BestCheckpoint:
-    """Keeps the model whose dev score (the task's first metric) is the best so far.
+    """Keeps the model whose score on the selection split (the task's first metric) is the best so far.
 
     ``best`` and ``best_step`` travel in checkpoints, so a resumed run keeps comparing
     against the same best."""
@@ -149,6 +150,21 @@ class BestCheckpoint:
             self.best, self.best_step = dict(metrics), step
             if self.run.accelerator.is_main_process:
                 save_model(self.run.accelerator.unwrap_model(self.model), self.tokenizer, self.run.model_dir)
+
+    def restore(self) -> None:
+        """Load the kept model (from disk: what is reported is what was saved) into ``model``."""
+        model = self.run.accelerator.unwrap_model(self.model)
+        model.load_state_dict(type(model).from_pretrained(self.run.model_dir).state_dict())
+
+
+def held_out_eval(best: BestCheckpoint, evaluate: Callable[[str], dict], last_step: int) -> dict:
+    """Pick the kept model on the 'select' split, then score it on the 'report' split, which chose nothing.
+
+    ``evaluate(split)``: metrics of the current model on 'select' or 'report'."""
+    if best.best is None:  # no phase selects: keep the final model
+        best(evaluate("select"), last_step)
+    best.restore()
+    return {"select": best.best, "report": evaluate("report")}
 
 
 def summary(cfg: Config, phases: list[dict], params: dict[str, int], extra: dict) -> dict:

@@ -107,3 +107,41 @@ class FrozenTeacher:
     @torch.no_grad()
     def __call__(self, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None) -> Intermediates:
         return intermediates(self.model, batch, logits_at)
+
+
+LOGITS_VERSION = "1"  # bump when with_teacher_logits changes, to invalidate caches
+
+
+def with_teacher_logits(ds, teacher: FrozenTeacher, tokenizer, identity, batch_size: int = 128):
+    """``ds`` (tokenized) plus a ``teacher_logits`` column: one teacher forward per example, ever.
+
+    A ``datasets.map`` whose fingerprint is the data's and the teacher's files (``identity``), so the
+    logits are reused across epochs, phases, runs and the members of a sweep, and recomputed when
+    the data or the teacher change. Phases that read only the teacher's logits then run at student
+    speed (``CachedLogits``). Logits: [num_labels] float32 per example."""
+    from datasets.fingerprint import Hasher
+    from transformers import DataCollatorWithPadding
+
+    collate = DataCollatorWithPadding(tokenizer)
+    inputs = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in ds.column_names]
+    device = next(teacher.model.parameters()).device
+
+    @torch.no_grad()
+    def label(batch):
+        rows = [{k: batch[k][i] for k in inputs} for i in range(len(batch["input_ids"]))]
+        enc = {k: v.to(device) for k, v in collate(rows).items()}
+        return {"teacher_logits": teacher.model(**enc).logits.float().cpu().tolist()}
+
+    return ds.map(label, batched=True, batch_size=batch_size, desc="teacher logits (cached)",
+                  new_fingerprint=Hasher.hash((ds._fingerprint, identity, LOGITS_VERSION)))
+
+
+class CachedLogits:
+    """Stands in for the teacher in phases that read only its logits: takes them from the batch's
+    ``teacher_logits`` column (``with_teacher_logits``) instead of running the teacher."""
+
+    def __init__(self, config):
+        self.config = config
+
+    def __call__(self, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None) -> Intermediates:
+        return Intermediates(hidden_states=(), attention_scores=(), logits=batch["teacher_logits"])

@@ -12,14 +12,14 @@ import torch
 
 from distill.augment import augment_train
 from distill.config import check
-from distill.data import load_task
+from distill.data import load_task_splits
 
 
 def run(cfg) -> dict:
     check(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    train = load_task(cfg.task)["train"]
+    train = load_task_splits(cfg.task)["train"]  # the split the task stage trains on (selection holdout removed)
     result = augment_train(train, cfg.task, cfg.augment, progress=cfg.train.progress)
     (result.directory / "stats.json").write_text(json.dumps(result.stats, indent=2) + "\n")
     s = result.stats

@@ -18,7 +18,7 @@ from distill import run as runs
 from distill.attention import use_score_attention
 from distill.config import has_mlm_head
 from distill.data import load_corpus, train_loader
-from distill.init import copy_teacher_embeddings, copy_teacher_layers, load_albert_dir, svd_embeddings
+from distill.init import initialise, student_shape
 from distill.layer_map import LayerMap
 from distill.objective import Objective, TokenMasker
 from distill.student import build_student, parameter_counts
@@ -44,21 +44,11 @@ def run(cfg) -> dict:
     head = "masked_lm" if teacher_mlm else "base"
     teacher = FrozenTeacher(load_model(cfg.teacher.name_or_path, head=head)).to(run.accelerator.device)
 
-    shape = cfg.student
-    if init.layers == "teacher" and shape.hidden_act != teacher.config.hidden_act:
-        # copied layers compute what the teacher's did only with the teacher's activation
-        shape = dataclasses.replace(shape, hidden_act=teacher.config.hidden_act)
     masked_lm = bool({"mlm", "soft_ce"} & active)
+    shape = student_shape(init, cfg.student, teacher.config)
     student = build_student(shape, tokenizer, masked_lm=masked_lm, type_vocab_size=teacher.config.type_vocab_size)
     layer_map = LayerMap(cfg.stage.layer_map, cfg.student.num_layers, teacher.config.num_hidden_layers)
-    if init.albert_dir:
-        load_albert_dir(student, init.albert_dir, len(tokenizer))
-    if init.layers == "teacher":
-        log.info("student layers initialised from teacher layers %s", copy_teacher_layers(student, teacher.model, layer_map))
-    if init.embedding == "teacher":
-        copy_teacher_embeddings(student, teacher.model)
-    elif init.embedding == "svd":
-        svd_embeddings(student, teacher.model)
+    done = initialise(student, teacher.model, init, layer_map, len(tokenizer))
     use_score_attention(student)
     masker = TokenMasker(tokenizer, cfg.stage.loss.mlm_probability) if masked_lm else None
     loader = train_loader(corpus, tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length)
@@ -69,5 +59,5 @@ def run(cfg) -> dict:
     )
     if run.accelerator.is_main_process:
         runs.save_model(run.accelerator.unwrap_model(student), tokenizer, run.model_dir)
-    extra = {"layer_map": list(layer_map.targets), "init": dataclasses.asdict(init), "teacher_mlm_head": teacher_mlm}
+    extra = {"layer_map": list(layer_map.targets), "init": dataclasses.asdict(init), "student_init": done, "teacher_mlm_head": teacher_mlm}
     return runs.finish(run, runs.summary(cfg, results, parameter_counts(student), extra))

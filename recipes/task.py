@@ -2,9 +2,13 @@
 
 Phase 1 (intermediate): embedding + hidden + attention losses from the
 fine-tuned teacher. Phase 2 (prediction): soft cross-entropy on the teacher's
-logits (plus hard labels if weighted). The student starts from the general
-student of the same shape when one exists. The best dev checkpoint of the
-selecting phase is kept in ``<run_dir>/model``.
+logits (plus hard labels if weighted); a phase that reads only the teacher's
+logits takes them from a cache (one teacher forward per example, ever). The
+student starts from the fine-tuned teacher's layers, embeddings and head
+(``stage.init``, e.g. ``recipe=fast``) or from the general student of the same
+shape. The checkpoint that scores best on the selection split is kept in
+``<run_dir>/model`` and reported on a split that chose nothing
+(``distill.data.evaluation_plan``).
 
 With ``augment.enabled=true`` both phases train on the training split plus its
 TinyBERT augmentation (distill/augment.py; cached, so a sweep over students
@@ -24,13 +28,14 @@ from distill.attention import use_score_attention
 from distill.augment import augment_train
 from distill.bench import benchmark
 from distill.config import ConfigError
-from distill.data import eval_loader, load_task, tokenize_task, train_loader
+from distill.data import eval_loader, evaluation_plan, load_task_splits, path_identity, tokenize_task, train_loader
 from distill.evaluation import evaluate
 from distill.export import write_model_card
 from distill.layer_map import LayerMap
-from distill.objective import Objective
+from distill.init import copy_teacher_head, initialise, student_shape
+from distill.objective import TEACHER_TERMS, Objective
 from distill.student import build_student, init_from_albert, parameter_counts
-from distill.teacher import FrozenTeacher, load_model, load_tokenizer
+from distill.teacher import CachedLogits, FrozenTeacher, load_model, load_tokenizer, with_teacher_logits
 from distill.trainer import train
 
 log = logging.getLogger("distill")
@@ -47,52 +52,45 @@ def run(cfg) -> dict:
     run = runs.start(cfg, teacher=str(teacher_dir))
     tokenizer = load_tokenizer(str(teacher_dir))
     # data first: a malformed file fails before any model is loaded
-    splits = load_task(task)
+    splits = load_task_splits(task)
     augmented = None
-    if cfg.augment.enabled:  # the training split only: dev stays as it is
+    if cfg.augment.enabled:  # the training split only: the evaluation splits stay as they are
         augmented = augment_train(splits["train"], task, cfg.augment, progress=train_cfg.progress)
         splits["train"] = augmented.dataset
     data = tokenize_task(splits, task, tokenizer)
     teacher = FrozenTeacher(load_model(str(teacher_dir), head="sequence_classification")).to(run.accelerator.device)
-    labels = task.label_config()
-    student = build_student(
-        cfg.student, tokenizer, num_labels=labels.pop("num_labels"), type_vocab_size=teacher.config.type_vocab_size,
-        **labels,
-    )
-    general = Path(cfg.general_student)
-    if (general / "config.json").is_file():
-        body = AlbertModel.from_pretrained(general)
-        if body.config.vocab_size != len(tokenizer):
-            raise ConfigError(
-                f"general_student={general} has a vocabulary of {body.config.vocab_size} but the teacher's tokenizer "
-                f"has {len(tokenizer)}; it was distilled from another teacher: re-run stage=general or set general_student"
-            )
-        init_from_albert(student, body)
-        start_from = str(general)
-    else:
-        log.warning(
-            "no general student at %s: starting from a random student (run `python -m distill stage=general` "
-            "with the same student shape first for a better one)", general,
-        )
-        start_from = "random"
-    use_score_attention(student)
     layer_map = LayerMap(cfg.stage.layer_map, cfg.student.num_layers, teacher.config.num_hidden_layers)
+    student, start_from = build_task_student(cfg, tokenizer, teacher, layer_map)
+    use_score_attention(student)
+
+    # a phase that reads only the teacher's logits takes them from a cache instead of running the teacher
+    logits_only = [set(p.weights.active()) & set(TEACHER_TERMS) == {"soft_ce"} for p in cfg.stage.phases]
+    if any(logits_only):
+        data["train"] = with_teacher_logits(data["train"], teacher, tokenizer, path_identity(str(teacher_dir)),
+                                            train_cfg.eval_batch_size)
+    teachers = {True: CachedLogits(teacher.config), False: teacher}
+    objectives = {p.name: teachers[only] for p, only in zip(cfg.stage.phases, logits_only)}
     loader = train_loader(data["train"], tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length)
-    dev = eval_loader(data["dev"], tokenizer, train_cfg.eval_batch_size)
+    loaders = {split: eval_loader(data[split], tokenizer, train_cfg.eval_batch_size) for split in ("select", "report")}
     device = run.accelerator.device
+    score = lambda split, model=student: evaluate(model, loaders[split], task.metrics, device)  # noqa: E731
     best = runs.BestCheckpoint(run, student, tokenizer, task.metrics[0])
 
     results = train(
-        cfg.stage.phases, lambda phase: Objective(student, phase.weights, teacher, layer_map, cfg.stage.loss),
-        loader, train_cfg, run.context(evaluate=lambda: evaluate(student, dev, task.metrics, device), best=best),
-        run.resume,
+        cfg.stage.phases,
+        lambda phase: Objective(student, phase.weights, objectives[phase.name], layer_map, cfg.stage.loss),
+        loader, train_cfg, run.context(evaluate=lambda: score("select"), best=best), run.resume,
     )
-    if best.best is None:  # no phase selects: keep the final student
-        best(evaluate(student, dev, task.metrics, device), results[-1]["steps"])
-    teacher_eval = evaluate(teacher.model, dev, task.metrics, device)
+    held_out = runs.held_out_eval(best, score, results[-1]["steps"])
+    plan = evaluation_plan(task)
+    evals = {
+        "selected_on": plan["select"], "reported_on": plan["report"],
+        "student": held_out["report"], "teacher": score("report", teacher.model),
+        "student_select": held_out["select"], "teacher_select": score("select", teacher.model),
+    }
     speed = measure_speed(cfg, run, teacher_dir) if cfg.bench.enabled and run.accelerator.is_main_process else {}
     extra = {
-        "eval": {"student": best.best, "teacher": teacher_eval},
+        "eval": evals,
         **speed,
         "best_step": best.best_step,
         "student_init": start_from,
@@ -106,15 +104,49 @@ def run(cfg) -> dict:
     if run.accelerator.is_main_process:
         write_model_card(run.model_dir, {
             "name": f"distill {cfg.student.tag()} on {task.name}", "teacher": str(teacher_dir),
-            "data": f"{task.name} (dev: {len(data['dev'])} examples)", "student": cfg.student.tag(),
-            "sharing": cfg.student.sharing, "params": metrics["params"], "dev": best.best, "speedup": speed.get("speedup"),
+            "data": f"{task.name} ({plan['report']}: {len(data['report'])} examples, chose nothing)",
+            "student": cfg.student.tag(), "sharing": cfg.student.sharing, "params": metrics["params"],
+            "heldout": evals["student"], "speedup": speed.get("speedup"),
         })
     return runs.finish(run, metrics)
 
 
+def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map: LayerMap):
+    """The student and where it started: the fine-tuned teacher's layers when ``stage.init.layers=teacher``
+    (the general student is then not read), else the general student of the same shape when it exists."""
+    init = cfg.stage.init
+    labels = cfg.task.label_config()
+    student = build_student(
+        student_shape(init, cfg.student, teacher.config), tokenizer, num_labels=labels.pop("num_labels"),
+        type_vocab_size=teacher.config.type_vocab_size, **labels,
+    )
+    general = Path(cfg.general_student) if cfg.general_student else None
+    if init.layers == "random" and general is not None and (general / "config.json").is_file():
+        body = AlbertModel.from_pretrained(general)
+        if body.config.vocab_size != len(tokenizer):
+            raise ConfigError(
+                f"general_student={general} has a vocabulary of {body.config.vocab_size} but the teacher's tokenizer "
+                f"has {len(tokenizer)}; it was distilled from another teacher: re-run stage=general or set general_student"
+            )
+        init_from_albert(student, body)
+        done = {"general_student": str(general)}
+        if init.head == "teacher":
+            copy_teacher_head(student, teacher.model)
+            done["head"] = "teacher"
+        return student, done
+    if init.layers == "random" and init.embedding == "random" and not init.albert_dir:
+        log.warning(
+            "no general student at %s and stage.init.layers=random: starting from a random student (run "
+            "`python -m distill stage=general` with the same student shape first, or set stage.init.layers=teacher)",
+            general,
+        )
+    return student, {"teacher": str(teacher.model.name_or_path),
+                     **initialise(student, teacher.model, init, layer_map, len(tokenizer))}
+
+
 def measure_speed(cfg, run, teacher_dir: Path) -> dict:
     """CPU latency of the kept student against its teacher, in one process (distill.bench); figures in bench.json."""
-    texts = list(load_task(cfg.task)["dev"][cfg.task.text_field])
+    texts = list(load_task_splits(cfg.task)["report"][cfg.task.text_field])
     report = benchmark([str(teacher_dir), str(run.model_dir)], texts=texts, threads=cfg.bench.threads,
                        repeats=cfg.bench.repeats, onnx=cfg.bench.onnx)
     (run.dir / "bench.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -6,7 +6,7 @@ The task stage distils from the model this writes to ``<run_dir>/model``.
 from __future__ import annotations
 
 from distill import run as runs
-from distill.data import eval_loader, load_task, tokenize_task, train_loader
+from distill.data import eval_loader, evaluation_plan, load_task_splits, tokenize_task, train_loader
 from distill.evaluation import evaluate
 from distill.objective import Objective
 from distill.student import parameter_counts
@@ -18,16 +18,18 @@ def run(cfg) -> dict:
     run = runs.start(cfg, teacher=cfg.teacher.name_or_path)
     task, train_cfg = cfg.task, cfg.train
     tokenizer = load_tokenizer(cfg.teacher.name_or_path)
-    data = tokenize_task(load_task(task), task, tokenizer)
+    data = tokenize_task(load_task_splits(task), task, tokenizer)
     model = load_model(cfg.teacher.name_or_path, head="sequence_classification", **task.label_config())
     loader = train_loader(data["train"], tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length)
-    dev = eval_loader(data["dev"], tokenizer, train_cfg.eval_batch_size)
+    loaders = {split: eval_loader(data[split], tokenizer, train_cfg.eval_batch_size) for split in ("select", "report")}
     best = runs.BestCheckpoint(run, model, tokenizer, task.metrics[0])
-    device = run.accelerator.device
+    score = lambda split: evaluate(model, loaders[split], task.metrics, run.accelerator.device)  # noqa: E731
     results = train(
         cfg.stage.phases, lambda phase: Objective(model, phase.weights), loader, train_cfg,
-        run.context(evaluate=lambda: evaluate(model, dev, task.metrics, device), best=best), run.resume,
+        run.context(evaluate=lambda: score("select"), best=best), run.resume,
     )
-    if best.best is None:  # no phase selects: keep the final model
-        best(evaluate(model, dev, task.metrics, device), results[-1]["steps"])
-    return runs.finish(run, runs.summary(cfg, results, parameter_counts(model), {"eval": {"teacher": best.best}, "best_step": best.best_step}))
+    held_out = runs.held_out_eval(best, score, results[-1]["steps"])
+    plan = evaluation_plan(task)
+    evals = {"selected_on": plan["select"], "reported_on": plan["report"],
+             "teacher": held_out["report"], "teacher_select": held_out["select"]}
+    return runs.finish(run, runs.summary(cfg, results, parameter_counts(model), {"eval": evals, "best_step": best.best_step}))

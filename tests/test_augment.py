@@ -14,7 +14,7 @@ from distill.__main__ import run
 from distill.augment import UNLABELED, augment_train, build_augmenter, split_words
 from distill.augment_reference import ReferenceCandidates
 from distill.config import AugmentConfig, TaskConfig
-from distill.data import load_task
+from distill.data import load_task, load_task_splits
 from distill.testing import write_tiny_workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -175,17 +175,18 @@ def test_killed_augmentation_continues_from_its_finished_shards(ws, tmp_path):
     killed = subprocess.run(cli, capture_output=True, text=True, cwd=repo, env=env, check=False)
     assert killed.returncode == -9, killed.stderr[-2000:]
     [directory] = [d for d in cache.iterdir() if d.is_dir()]
-    assert len(list(directory.glob("shard-*.arrow"))) == 2  # 60 examples in shards of 16: two finished
+    assert len(list(directory.glob("shard-*.arrow"))) == 2  # 54 training examples in shards of 16: two finished
     assert list(directory.glob("tmp*")), "the third shard was being written when the process died"
 
     resumed = subprocess.run(cli, capture_output=True, text=True, cwd=repo, env=dict(os.environ, PYTHONPATH=str(repo)),
                              check=False)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     stats = json.loads((directory / "stats.json").read_text())
-    assert stats["computed_examples"] == 60 - 32 and stats["examples"] == 60
+    # 60 rows, 6 held out to select checkpoints (distill.data.holdout_size): 54 are augmented
+    assert stats["computed_examples"] == 54 - 32 and stats["examples"] == 54
     assert not list(directory.glob("tmp*"))
     task = TaskConfig(name="sst2", data_dir=str(ws / "data"))
-    uninterrupted = augment_train(load_task(task)["train"], task, aug_cfg(ws, tmp_path / "whole"), progress=False)
+    uninterrupted = augment_train(load_task_splits(task)["train"], task, aug_cfg(ws, tmp_path / "whole"), progress=False)
     from datasets import Dataset, concatenate_datasets
 
     resumed_rows = concatenate_datasets([Dataset.from_file(str(f)) for f in sorted(directory.glob("shard-*.arrow"))])
@@ -238,13 +239,14 @@ def test_task_stage_trains_on_augmented_train_and_untouched_dev(tmp_path):
     built = run(compose_cfg(ws, "stage=augment", *extra[:3]))
     metrics = run(compose_cfg(ws, "stage=task", *extra))
     assert metrics["augment"]["directory"] == built["directory"] and metrics["augment"]["computed_examples"] == 0
-    assert metrics["train_examples"] == built["rows"] > 2 * 40
+    assert metrics["train_examples"] == built["rows"] > 2 * 36
     assert np.isfinite(metrics["losses"]["hard_ce"]) and np.isfinite(metrics["losses"]["soft_ce"])
-    # dev is the 12 original rows, never augmented
+    # dev is the 12 original rows, never augmented (and reported: selection uses a holdout of train)
     card = (ws / "runs" / "task" / "sst2" / "L2_H16_E8_A4_I20_shareall" / "model" / "README.md").read_text()
     assert "dev: 12 examples" in card
     settings = json.loads((Path(built["directory"]) / "settings.json").read_text())
-    assert settings["copies"] == 4 and settings["examples"] == 40
+    # 40 rows less the 4 held out to pick the checkpoint
+    assert settings["copies"] == 4 and settings["examples"] == 36
 
 
 def test_hard_ce_ignores_unlabeled_variants():

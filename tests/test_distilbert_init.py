@@ -9,7 +9,7 @@ from transformers import AutoModelForMaskedLM
 
 from distill.attention import use_score_attention
 from distill.config import ConfigError
-from distill.init import copy_teacher_embeddings, copy_teacher_layers, load_albert_dir, svd_embeddings
+from distill.init import StudentInit, copy_teacher_embeddings, copy_teacher_layers, load_albert_dir, svd_embeddings
 from distill.layer_map import LayerMap
 from distill.objective import LossOptions, LossWeights, Objective, TokenMasker
 from distill.student import StudentShape, _albert_core, build_student
@@ -49,7 +49,7 @@ def test_distilbert_terms_finite_and_decreasing(mlm_teacher_dir, tokenizer, padd
     teacher = FrozenTeacher(load_model(str(mlm_teacher_dir), head="masked_lm"))
     student = build_student(SAME_WIDTH, tokenizer, masked_lm=True)
     layer_map = LayerMap("uniform", 2, 4)
-    copy_teacher_layers(student, teacher.model, layer_map)
+    copy_teacher_layers(student, teacher.model, StudentInit(layers="teacher"), layer_map)
     use_score_attention(student)
     weights = LossWeights(soft_ce=5.0, mlm=2.0, cosine=1.0)
     options = LossOptions(temperature=2.0, scale_by_t2=True)
@@ -87,7 +87,7 @@ def test_from_teacher_layers_compute_the_teachers_layers(mlm_teacher_dir, tokeni
     teacher = AutoModelForMaskedLM.from_pretrained(mlm_teacher_dir).eval()
     student = build_student(SAME_WIDTH, tokenizer).eval()
     layer_map = LayerMap("uniform", 2, 4)
-    assert copy_teacher_layers(student, teacher, layer_map) == [2, 4]
+    assert copy_teacher_layers(student, teacher, StudentInit(layers="teacher"), layer_map) == [[2], [4]]
     copy_teacher_embeddings(student, teacher)
     ids = tokenizer(["the movie was good", "bad"], padding=True, return_tensors="pt")
     # embeddings: the same output
@@ -148,7 +148,8 @@ def test_distilbert_recipe_end_to_end(ws, mlm_teacher_dir, caplog):
 
     with_head = run(compose_cfg(ws, *DISTILBERT, f"teacher.name_or_path={mlm_teacher_dir}", f"run_dir={ws / 'a'}"))
     assert set(with_head["losses"]) == {"soft_ce", "mlm", "cosine", "loss"} and with_head["teacher_mlm_head"]
-    assert with_head["init"] == {"layers": "teacher", "embedding": "teacher", "albert_dir": None}
+    assert with_head["init"] == {"layers": "teacher", "source_layers": "map", "shared_block": "first", "embedding": "teacher",
+                                 "head": "random", "albert_dir": None}
 
     # the packaged-MiniLM case: no MLM head, the ce term is dropped with a warning
     without = run(compose_cfg(ws, *DISTILBERT, f"run_dir={ws / 'b'}"))

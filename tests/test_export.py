@@ -127,7 +127,7 @@ def test_model_card_writes_what_it_is_given(student_dir, tmp_path):
     d = tmp_path / "model"
     shutil.copytree(student_dir, d)
     card = write_model_card(d, {"teacher": "runs/teacher/sst2/model", "params": {"total": 1234567},
-                                "dev": {"accuracy": 0.9}, "speedup": 4.2}).read_text()
+                                "heldout": {"accuracy": 0.9}, "speedup": 4.2}).read_text()
     assert "Teacher: runs/teacher/sst2/model" in card and "total 1,234,567" in card and "4.2" in card
     assert "Data" not in card and "Cross-layer" not in card
 

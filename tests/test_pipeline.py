@@ -58,8 +58,10 @@ def test_teacher_general_task_chain(workspace):
     assert metrics["steps"] == 8 and metrics["examples_seen"] == 8 * 8
     assert set(metrics["losses"]) == {"embedding", "hidden", "attention", "soft_ce", "loss"}
     assert set(metrics["params"]) == {"total", "embedding", "non_embedding", "unique"}
-    assert set(metrics["eval"]) == {"student", "teacher"}
-    assert metrics["student_init"].endswith("general/L2_H16_E8_A4_I20_shareall/model")
+    # picked on a holdout of train, reported on dev (GLUE-style: no test file)
+    assert set(metrics["eval"]) == {"student", "teacher", "student_select", "teacher_select", "selected_on", "reported_on"}
+    assert (metrics["eval"]["selected_on"], metrics["eval"]["reported_on"]) == ("train holdout", "dev")
+    assert metrics["student_init"]["general_student"].endswith("general/L2_H16_E8_A4_I20_shareall/model")
     assert (run_dir / "config.yaml").is_file() and (run_dir / "log.jsonl").is_file()
     # the student's CPU speed against its teacher, measured in the same process
     assert set(metrics["speedup"]) == {"torch_batch1", "torch_batch32"} and all(v > 0 for v in metrics["speedup"].values())
