@@ -13,6 +13,7 @@ masked keys therefore hold ``torch.finfo(dtype).min`` in the scores.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +54,23 @@ def use_score_attention(model: nn.Module) -> nn.Module:
     """Switch a loaded model to the score-returning attention, in place."""
     model.set_attn_implementation(SCORES_ATTENTION)
     return model
+
+
+def use_fast_attention(model: nn.Module) -> nn.Module:
+    """Switch to torch's fused attention (sdpa), in place: for passes that read only logits."""
+    model.set_attn_implementation("sdpa")
+    return model
+
+
+@contextmanager
+def fast_attention(model: nn.Module):
+    """sdpa inside the block, the model's own attention again after it."""
+    previous = model.config._attn_implementation
+    use_fast_attention(model)
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation(previous)
 
 
 @dataclass

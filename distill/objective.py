@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from distill.attention import intermediates
+from distill.attention import Intermediates, intermediates, use_fast_attention, use_score_attention
 from distill.layer_map import LayerMap
 from distill.losses import (
     AttentionMSE,
@@ -62,6 +62,8 @@ class LossOptions:
 
 
 TEACHER_TERMS = ("embedding", "hidden", "attention", "soft_ce", "cosine")
+# terms that read a model's layers (hidden states, attention scores), not just its output
+LAYER_TERMS = ("embedding", "hidden", "attention", "cosine")
 
 
 class TokenMasker:
@@ -117,6 +119,9 @@ class Objective(nn.Module):
         s_cfg = student.config
         t_cfg = teacher.config if teacher is not None else None
         self.terms = active
+        # an objective of logits alone runs the student with fused attention (sdpa): no scores to keep
+        self.reads_layers = bool(set(LAYER_TERMS) & set(active)) or masker is not None
+        (use_score_attention if self.reads_layers else use_fast_attention)(student)
         if "hidden" in active or (options.tinybert_compat and "embedding" in active):
             n = layer_map.student_layers if layer_map else 0
             self.hidden = HiddenMSE(s_cfg.hidden_size, t_cfg.hidden_size, n, options.shared_hidden_projection or options.tinybert_compat)
@@ -157,7 +162,11 @@ class Objective(nn.Module):
         if self.masker is not None:
             batch = self.masker(batch)  # teacher and student read the same masked text
             masked = batch["labels"] != -100  # [b, t]: masked-LM predictions count here only
-        s = intermediates(self.student, batch, logits_at=masked)
+        if self.reads_layers:
+            s = intermediates(self.student, batch, logits_at=masked)
+        else:
+            inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+            s = Intermediates(hidden_states=(), attention_scores=(), logits=self.student(**inputs).logits)
         t = self.teacher(batch, logits_at=masked) if self.teacher is not None else None
         mask = batch["attention_mask"]
         token_mask = None if self.options.tinybert_compat else mask
@@ -180,7 +189,8 @@ class Objective(nn.Module):
         if masked is not None and not masked.any():
             # nothing masked in this batch (tiny batches): the prediction terms contribute 0
             s_logits = t_logits = labels = None
-        zero = s.hidden_states[-1].sum() * 0.0  # keeps the graph when a term has nothing to score
+        # keeps the graph when a term has nothing to score
+        zero = (s.hidden_states[-1] if s.hidden_states else s.logits).sum() * 0.0
         if "soft_ce" in self.terms:
             terms["soft_ce"] = self.soft_ce(s_logits, t_logits) if s_logits is not None else zero
         if "hard_ce" in self.terms:

@@ -21,7 +21,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from distill.attention import Intermediates, intermediates, use_score_attention
+from distill.attention import Intermediates, fast_attention, intermediates, use_score_attention
 from distill.errors import ConfigError
 
 HEADS = {
@@ -109,7 +109,7 @@ class FrozenTeacher:
         return intermediates(self.model, batch, logits_at)
 
 
-LOGITS_VERSION = "1"  # bump when with_teacher_logits changes, to invalidate caches
+LOGITS_VERSION = "2"  # bump when with_teacher_logits changes, to invalidate caches
 
 
 def with_teacher_logits(ds, teacher: FrozenTeacher, tokenizer, identity, batch_size: int = 128):
@@ -129,10 +129,18 @@ def with_teacher_logits(ds, teacher: FrozenTeacher, tokenizer, identity, batch_s
     @torch.no_grad()
     def label(batch):
         rows = [{k: batch[k][i] for k in inputs} for i in range(len(batch["input_ids"]))]
-        enc = {k: v.to(device) for k, v in collate(rows).items()}
-        return {"teacher_logits": teacher.model(**enc).logits.float().cpu().tolist()}
+        # length-sorted forwards: little padding; logits go back in the rows' order
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+        logits = [None] * len(rows)
+        with fast_attention(teacher.model):
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                enc = {k: v.to(device) for k, v in collate([rows[i] for i in chunk]).items()}
+                for i, row in zip(chunk, teacher.model(**enc).logits.float().cpu().tolist()):
+                    logits[i] = row
+        return {"teacher_logits": logits}
 
-    return ds.map(label, batched=True, batch_size=batch_size, desc="teacher logits (cached)",
+    return ds.map(label, batched=True, batch_size=4096, desc="teacher logits (cached)",
                   new_fingerprint=Hasher.hash((ds._fingerprint, identity, LOGITS_VERSION)))
 
 

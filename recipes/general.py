@@ -15,7 +15,6 @@ import dataclasses
 import logging
 
 from distill import run as runs
-from distill.attention import use_score_attention
 from distill.config import has_mlm_head
 from distill.data import load_corpus, train_loader
 from distill.init import initialise, student_shape
@@ -49,7 +48,6 @@ def run(cfg) -> dict:
     student = build_student(shape, tokenizer, masked_lm=masked_lm, type_vocab_size=teacher.config.type_vocab_size)
     layer_map = LayerMap(cfg.stage.layer_map, cfg.student.num_layers, teacher.config.num_hidden_layers)
     done = initialise(student, teacher.model, init, layer_map, len(tokenizer))
-    use_score_attention(student)
     masker = TokenMasker(tokenizer, cfg.stage.loss.mlm_probability) if masked_lm else None
     loader = train_loader(corpus, tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length)
 

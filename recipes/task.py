@@ -24,7 +24,6 @@ from pathlib import Path
 from transformers import AlbertModel
 
 from distill import run as runs
-from distill.attention import use_score_attention
 from distill.augment import augment_train
 from distill.bench import benchmark
 from distill.config import ConfigError
@@ -61,7 +60,6 @@ def run(cfg) -> dict:
     teacher = FrozenTeacher(load_model(str(teacher_dir), head="sequence_classification")).to(run.accelerator.device)
     layer_map = LayerMap(cfg.stage.layer_map, cfg.student.num_layers, teacher.config.num_hidden_layers)
     student, start_from = build_task_student(cfg, tokenizer, teacher, layer_map)
-    use_score_attention(student)
 
     # a phase that reads only the teacher's logits takes them from a cache instead of running the teacher
     logits_only = [set(p.weights.active()) & set(TEACHER_TERMS) == {"soft_ce"} for p in cfg.stage.phases]

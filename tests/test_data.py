@@ -141,3 +141,28 @@ def test_corpus_packing_modes(tmp_path, tokenizer):
     n_tokens = lambda ds: sum(sum(1 for t in ids if t not in (tokenizer.cls_token_id, tokenizer.sep_token_id)) for ids in ds["input_ids"])  # noqa: E731
     assert n_tokens(plain) == n_tokens(pairs) == 2 * 21  # packing loses no text
     assert n_tokens(lines) == 2 * 14  # one example per line, truncated to 16
+
+
+def test_selection_split_never_overlaps_the_reported_one(tmp_path):
+    from distill.data import evaluation_plan, holdout_size, load_task_splits
+
+    lines = lambda rows: "sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows)  # noqa: E731
+    train = [(f"train {i}", i % 2) for i in range(50)]
+    write(tmp_path / "train.tsv", lines(train))
+    write(tmp_path / "dev.tsv", lines([(f"dev {i}", i % 2) for i in range(7)]))
+    write(tmp_path / "test.tsv", lines([(f"test {i}", i % 2) for i in range(5)]))
+    # GLUE-style (no test labels): a holdout of train selects, dev is reported untouched
+    glue = task_for(tmp_path, select_holdout=1000)
+    splits = load_task_splits(glue)
+    assert evaluation_plan(glue) == {"select": "train holdout", "report": "dev"}
+    assert holdout_size(glue, 50) == 5 and len(splits["select"]) == 5 and len(splits["train"]) == 45
+    assert set(splits["select"]["sentence"]).isdisjoint(splits["train"]["sentence"])
+    assert set(splits["select"]["sentence"]) | set(splits["train"]["sentence"]) == {t for t, _ in train}
+    assert splits["report"]["sentence"] == [f"dev {i}" for i in range(7)]
+    assert load_task_splits(glue)["select"]["sentence"] == splits["select"]["sentence"]  # the same every run
+    # with a labelled test file: dev selects, test is reported, train is whole
+    labelled = task_for(tmp_path, test_file="test.tsv")
+    splits = load_task_splits(labelled)
+    assert evaluation_plan(labelled) == {"select": "dev", "report": "test"}
+    assert len(splits["train"]) == 50 and splits["select"]["sentence"][0] == "dev 0"
+    assert splits["report"]["sentence"] == [f"test {i}" for i in range(5)]

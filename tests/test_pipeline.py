@@ -125,3 +125,19 @@ def test_cli_sweep_runs_independent_members(workspace):
 def test_typo_fails_at_compose(tmp_path):
     with pytest.raises(Exception, match="hiden_size"):
         compose_cfg(tmp_path, "student.hiden_size=3")
+
+
+def test_student_from_teacher_learns_the_task_on_held_out_data(tmp_path):
+    """recipe=fast's stage on tiny data: a teacher slice (half the layers, a narrower FFN) beats chance on dev,
+    which chose nothing (a holdout of train picked the checkpoint)."""
+    ws = write_tiny_workspace(tmp_path, 400, 100, {"teacher": "base"})
+    common = ["train.max_steps=-1", "train.batch_size=16", "stage.phases.0.eval_every=20"]
+    teacher = run(compose_cfg(ws, "stage=teacher", *common, "stage.phases.0.epochs=4", "stage.phases.0.lr=1e-3"))
+    assert teacher["eval"]["teacher"]["accuracy"] > 0.8, teacher["eval"]
+    student = ["student.num_layers=2", "student.hidden_size=32", "student.embedding_size=32", "student.intermediate_size=20",
+               "student.sharing=none", "bench.enabled=false"]
+    metrics = run(compose_cfg(ws, "stage=task_from_teacher", *common, *student, "stage.phases.0.epochs=4",
+                              "stage.phases.0.lr=1e-3"))
+    assert metrics["student_init"]["teacher_layers"] == [[2], [4]] and metrics["student_init"]["head"] == "teacher"
+    assert metrics["eval"]["reported_on"] == "dev" and metrics["eval"]["selected_on"] == "train holdout"
+    assert metrics["eval"]["student"]["accuracy"] > 0.75, metrics["eval"]

@@ -1,0 +1,81 @@
+"""Task-stage initialisation from the fine-tuned teacher, and cached teacher logits."""
+
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from distill.attention import use_score_attention
+from distill.init import StudentInit, copy_teacher_layers, ffn_importance, initialise
+from distill.layer_map import LayerMap
+from distill.objective import LossWeights, Objective
+from distill.student import StudentShape, _albert_core, build_student
+from distill.teacher import CachedLogits, FrozenTeacher, load_model
+
+
+def teacher_shaped(teacher, **overrides) -> StudentShape:
+    c = teacher.config
+    shape = dict(num_layers=c.num_hidden_layers, hidden_size=c.hidden_size, embedding_size=c.hidden_size,
+                 num_heads=c.num_attention_heads, intermediate_size=c.intermediate_size, sharing="none",
+                 hidden_act=c.hidden_act, max_position_embeddings=c.max_position_embeddings)
+    shape.update(overrides)
+    return StudentShape(**shape)
+
+
+def test_student_copying_all_teacher_layers_reproduces_the_teachers_logits(tiny_dir, tokenizer, padded_batch):
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_dir).eval()
+    student = build_student(teacher_shaped(teacher), tokenizer, num_labels=2).eval()
+    init = StudentInit(layers="teacher", source_layers="lowest", embedding="teacher", head="teacher")
+    done = initialise(student, teacher, init, LayerMap("uniform", 4, 4), len(tokenizer))
+    assert done["teacher_layers"] == [[1], [2], [3], [4]]
+    inputs = {k: v for k, v in padded_batch.items() if k != "labels"}
+    with torch.no_grad():
+        expected, got = teacher(**inputs).logits, student(**inputs).logits
+    assert expected.abs().max() > 1e-3  # a real head, not zeros
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_narrower_ffn_keeps_the_most_important_units(tiny_dir, tokenizer):
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_dir).eval()
+    student = build_student(teacher_shaped(teacher, num_layers=2, intermediate_size=10), tokenizer, num_labels=2)
+    init = StudentInit(layers="teacher", source_layers=[3, 1])
+    assert copy_teacher_layers(student, teacher, init, LayerMap("uniform", 2, 4)) == [[3], [1]]
+    source = teacher.base_model.encoder.layer[2]  # student layer 1 <- teacher layer 3
+    w_in, w_out = source.intermediate.dense.weight, source.output.dense.weight
+    importance = (w_in.norm(dim=1) * w_out.norm(dim=0)).tolist()  # restated: ||row of W_in|| * ||column of W_out||
+    keep = sorted(sorted(range(len(importance)), key=lambda j: -importance[j])[:10])
+    torch.testing.assert_close(ffn_importance(source), torch.tensor(importance))
+    layer = _albert_core(student).encoder.albert_layer_groups[0].albert_layers[0]
+    torch.testing.assert_close(layer.ffn.weight, w_in[keep])
+    torch.testing.assert_close(layer.ffn_output.weight, w_out[:, keep])
+    torch.testing.assert_close(layer.attention.query.weight, source.attention.self.query.weight)
+
+
+def test_shared_block_from_the_mean_of_its_members(tiny_dir, tokenizer):
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_dir).eval()
+    student = build_student(teacher_shaped(teacher, sharing="every_k", k=2), tokenizer, num_labels=2)
+    init = StudentInit(layers="teacher", source_layers="lowest", shared_block="mean")
+    assert copy_teacher_layers(student, teacher, init, LayerMap("uniform", 4, 4)) == [[1, 2], [3, 4]]
+    t = teacher.base_model.encoder.layer
+    block = _albert_core(student).encoder.albert_layer_groups[1].albert_layers[0]
+    torch.testing.assert_close(block.attention.key.weight, (t[2].attention.self.key.weight + t[3].attention.self.key.weight) / 2)
+
+
+def test_cached_logits_give_the_live_teachers_loss(tiny_dir, tokenizer, padded_batch):
+    from datasets import Dataset
+
+    from distill.teacher import with_teacher_logits
+
+    teacher = FrozenTeacher(load_model(str(tiny_dir), head="sequence_classification"))
+    student = use_score_attention(build_student(StudentShape(num_layers=2, hidden_size=16, embedding_size=8, num_heads=4,
+                                                             intermediate_size=20, max_position_embeddings=64),
+                                                tokenizer, num_labels=2)).eval()
+    rows = {k: [ids[m.bool()].tolist() for ids, m in zip(v, padded_batch["attention_mask"])]
+            for k, v in padded_batch.items() if k not in ("labels",)}
+    rows["labels"] = padded_batch["labels"].tolist()
+    # one row at a time: each example's logits are computed without the others' padding
+    cached = with_teacher_logits(Dataset.from_dict(rows), teacher, tokenizer, identity="t", batch_size=1)
+    batch = dict(padded_batch, teacher_logits=torch.tensor(cached["teacher_logits"]))
+    weights = LossWeights(soft_ce=1.0, hard_ce=1.0)
+    live, live_terms = Objective(student, weights, teacher)(batch)
+    from_cache, cache_terms = Objective(student, weights, CachedLogits(teacher.config))(batch)
+    torch.testing.assert_close(from_cache, live, atol=1e-6, rtol=0)
+    assert live_terms["soft_ce"] > 0
