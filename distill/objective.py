@@ -121,6 +121,7 @@ class Objective(nn.Module):
         self.terms = active
         # an objective of logits alone runs the student with fused attention (sdpa): no scores to keep
         self.reads_layers = bool(set(LAYER_TERMS) & set(active)) or masker is not None
+        self.reads_teacher = bool(set(TEACHER_TERMS) & set(active))
         (use_score_attention if self.reads_layers else use_fast_attention)(student)
         if "hidden" in active or (options.tinybert_compat and "embedding" in active):
             n = layer_map.student_layers if layer_map else 0
@@ -167,7 +168,8 @@ class Objective(nn.Module):
         else:
             inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
             s = Intermediates(hidden_states=(), attention_scores=(), logits=self.student(**inputs).logits)
-        t = self.teacher(batch, logits_at=masked) if self.teacher is not None else None
+        # a teacher that no active term reads is not run (hard labels alone)
+        t = self.teacher(batch, logits_at=masked) if self.teacher is not None and self.reads_teacher else None
         mask = batch["attention_mask"]
         token_mask = None if self.options.tinybert_compat else mask
         terms: dict[str, torch.Tensor] = {}

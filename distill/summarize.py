@@ -24,10 +24,11 @@ def main(root: str) -> None:
             m.get("student") or "(teacher)",
             f"{m['params']['total'] / 1e6:.2f}M / {m['params']['unique'] / 1e6:.2f}M",
             str(m["steps"]), f"{m['train_seconds']:.0f}s", f"{m['train_examples_per_second']:.1f}",
-            fmt(evals.get("student")), fmt(evals.get("teacher")), speedup(m.get("speedup")),
+            evals.get("reported_on", "dev"), fmt(evals.get("student")), fmt(evals.get("teacher")), speedup(m.get("speedup")),
         ))
-    header = ("stage", "task", "model", "params total/unique", "steps", "time", "ex/s", "student dev", "teacher dev",
-              "CPU speed-up b1/b32")
+    # scores on the split that chose nothing (metrics.json: eval.reported_on; selection used eval.selected_on)
+    header = ("stage", "task", "model", "params total/unique", "steps", "time", "ex/s", "held-out split", "student",
+              "teacher", "CPU speed-up b1/b32")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, tuple("-" * w for w in widths), *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)))

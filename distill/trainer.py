@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from distill.checkpoint import Checkpoints, Progress, set_rng_state
-from distill.config import PhaseConfig, TrainConfig
+from distill.config import ConfigError, PhaseConfig, TrainConfig
 from distill.objective import Objective
 
 
@@ -75,14 +75,22 @@ class MetricsLog:
             self.tensorboard.flush()
 
 
-def _optimizer(objective: Objective, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+def _optimizer(objective: Objective, phase: PhaseConfig, weight_decay: float) -> torch.optim.Optimizer:
+    # each phase decides what is frozen (a frozen parameter of an earlier phase trains again here)
+    names = [name for name, _ in objective.named_parameters()]
+    unmatched = [part for part in phase.freeze if not any(part in name for name in names)]
+    if unmatched:
+        raise ConfigError(f"phase '{phase.name}'.freeze: {unmatched} match no parameter of the student; "
+                          f"use parts of its parameter names, e.g. word_embeddings")
+    for name, p in objective.named_parameters():
+        p.requires_grad_(not any(part in name for part in phase.freeze))
     # no decay on biases and LayerNorm weights, as BERT/ALBERT training does
     decay, no_decay = [], []
     for p in objective.parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=phase.lr)
 
 
 class Interrupted(RuntimeError):
@@ -143,7 +151,7 @@ def train(
             if index < progress.phase:
                 continue
             objective = build_objective(phase)
-            optimizer = _optimizer(objective, phase.lr, cfg.weight_decay)
+            optimizer = _optimizer(objective, phase, cfg.weight_decay)
             total = _total_steps(phase, cfg, len(loader))
             scheduler = get_scheduler(
                 phase.scheduler, optimizer, num_warmup_steps=int(phase.warmup_ratio * total), num_training_steps=total

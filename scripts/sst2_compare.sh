@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# SST-2 at the anchor's budget: recipe=fast (cached teacher logits + labels) against plain hard-label
+# training of the same student from the same initialisation (a slice of the fine-tuned teacher), same
+# steps, two seeds. Checkpoints are picked on a holdout of train; dev is reported untouched.
+# Usage: bash scripts/sst2_compare.sh [SST-2 directory, default ../shared/data/sst2]; RUNS (default
+# runs/sst2_compare), STEPS (1200), TEACHER_STEPS (800). Then: python scripts/results_table.py $RUNS
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-../shared/data/sst2}
+RUNS=${RUNS:-runs/sst2_compare}
+STEPS=${STEPS:-1200}
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+py=.venv/bin/python
+common=(task=sst2 "task.data_dir=$DATA" "runs_root=$RUNS" train.threads=2 train.progress=false)
+[ -f "$RUNS/teacher/sst2/metrics.json" ] || \
+  $py -m distill stage=teacher "${common[@]}" "train.max_steps=${TEACHER_STEPS:-800}" stage.phases.0.eval_every=200
+for seed in 1 2; do
+  $py -m distill recipe=fast "${common[@]}" train.seed=$seed "train.max_steps=$STEPS" stage.phases.0.eval_every=200 \
+    "run_dir=$RUNS/distilled_seed$seed" overwrite=true
+  $py -m distill recipe=fast "${common[@]}" train.seed=$seed "train.max_steps=$STEPS" stage.phases.0.eval_every=200 \
+    stage.phases.0.weights.soft_ce=0 bench.enabled=false "run_dir=$RUNS/hard_labels_seed$seed" overwrite=true
+done
+$py scripts/results_table.py "$RUNS"
