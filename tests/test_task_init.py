@@ -79,3 +79,24 @@ def test_cached_logits_give_the_live_teachers_loss(tiny_dir, tokenizer, padded_b
     from_cache, cache_terms = Objective(student, weights, CachedLogits(teacher.config))(batch)
     torch.testing.assert_close(from_cache, live, atol=1e-6, rtol=0)
     assert live_terms["soft_ce"] > 0
+
+
+def test_phase_freeze_leaves_matching_parameters_out_of_the_optimizer(tokenizer):
+    import pytest
+
+    from distill.config import ConfigError, PhaseConfig
+    from distill.trainer import _optimizer
+
+    student = build_student(StudentShape(num_layers=1, hidden_size=16, embedding_size=8, num_heads=4, sharing="all",
+                                         intermediate_size=20, max_position_embeddings=64), tokenizer, num_labels=2)
+    objective = Objective(student, LossWeights(hard_ce=1.0))
+    optimizer = _optimizer(objective, PhaseConfig(freeze=["word_embeddings"]), 0.01)
+    trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    word = student.albert.embeddings.word_embeddings.weight
+    assert id(word) not in trained and not word.requires_grad
+    assert id(student.classifier.weight) in trained
+    # the next phase decides again: nothing frozen, everything trains
+    optimizer = _optimizer(objective, PhaseConfig(), 0.01)
+    assert id(word) in {id(p) for group in optimizer.param_groups for p in group["params"]}
+    with pytest.raises(ConfigError, match=r"freeze: \['word_embedings'\] match no parameter"):
+        _optimizer(objective, PhaseConfig(freeze=["word_embedings"]), 0.01)
