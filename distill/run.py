@@ -153,6 +153,7 @@ class BestCheckpoint:
 
     def restore(self) -> None:
         """Load the kept model (from disk: what is reported is what was saved) into ``model``."""
+        self.run.accelerator.wait_for_everyone()  # the main process wrote it
         model = self.run.accelerator.unwrap_model(self.model)
         model.load_state_dict(type(model).from_pretrained(self.run.model_dir).state_dict())
 

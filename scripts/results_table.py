@@ -2,7 +2,8 @@
 
     python scripts/results_table.py runs/sst2_compare        # prints it and writes runs/sst2_compare/results.md
 
-Rows: held-out accuracy of student and teacher (the split that chose nothing, as metrics.json says), the
+Rows: the student's score on the selection split (compare recipes on this one), held-out accuracy of
+student and teacher (the split that chose nothing, as metrics.json says), the
 student's share of the teacher, its measured CPU speed-up, steps and training time. Runs whose directory
 names differ only by a `_seed<N>` suffix are also averaged.
 """
@@ -30,6 +31,7 @@ def rows(root: Path) -> list[dict]:
             "init": m.get("student_init"), "steps": m["steps"], "seconds": m["train_seconds"],
             "split": f"{e['reported_on']} (picked on {e['selected_on']})", "metric": metric,
             "student_score": e["student"][metric], "teacher_score": e["teacher"][metric],
+            "student_select": e["student_select"][metric],
             "speedup": m.get("speedup") or {},
         })
     return out
@@ -37,11 +39,14 @@ def rows(root: Path) -> list[dict]:
 
 def main(root: str) -> str:
     found = rows(Path(root))
-    lines = ["| run | student | losses | steps | train time | held-out split | student | teacher | % of teacher | speed-up b1 / b32 |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    # 'student (select)' is the score on the selection split: compare recipes on it, not on the held-out one
+    lines = ["| run | student | losses | steps | train time | held-out split | student (select) | student | teacher | "
+             "% of teacher | speed-up b1 / b32 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in found:
         speed = " / ".join(f"{r['speedup'][k]:.2f}x" for k in ("torch_batch1", "torch_batch32") if k in r["speedup"]) or "-"
         lines.append(f"| {r['run']} | {r['student']} | {r['phases']} | {r['steps']} | {r['seconds']:.0f} s | {r['split']} | "
+                     f"{100 * r['student_select']:.2f} | "
                      f"{100 * r['student_score']:.2f} | {100 * r['teacher_score']:.2f} | "
                      f"{100 * r['student_score'] / r['teacher_score']:.1f}% | {speed} |")
     groups = defaultdict(list)
