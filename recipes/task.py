@@ -66,8 +66,8 @@ def run(cfg) -> dict:
     if any(logits_only):
         data["train"] = with_teacher_logits(data["train"], teacher, tokenizer, path_identity(str(teacher_dir)),
                                             train_cfg.eval_batch_size)
-    teachers = {True: CachedLogits(teacher.config), False: teacher}
-    objectives = {p.name: teachers[only] for p, only in zip(cfg.stage.phases, logits_only)}
+    cached = CachedLogits(teacher.config)
+    teacher_of = {id(p): cached if only else teacher for p, only in zip(cfg.stage.phases, logits_only)}
     loader = train_loader(data["train"], tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length)
     loaders = {split: eval_loader(data[split], tokenizer, train_cfg.eval_batch_size) for split in ("select", "report")}
     device = run.accelerator.device
@@ -76,7 +76,7 @@ def run(cfg) -> dict:
 
     results = train(
         cfg.stage.phases,
-        lambda phase: Objective(student, phase.weights, objectives[phase.name], layer_map, cfg.stage.loss),
+        lambda phase: Objective(student, phase.weights, teacher_of[id(phase)], layer_map, cfg.stage.loss),
         loader, train_cfg, run.context(evaluate=lambda: score("select"), best=best), run.resume,
     )
     held_out = runs.held_out_eval(best, score, results[-1]["steps"])

@@ -14,10 +14,21 @@ py=.venv/bin/python
 common=(task=sst2 "task.data_dir=$DATA" "runs_root=$RUNS" train.threads=2 train.progress=false)
 [ -f "$RUNS/teacher/sst2/metrics.json" ] || \
   $py -m distill stage=teacher "${common[@]}" "train.max_steps=${TEACHER_STEPS:-800}" stage.phases.0.eval_every=200
+# VARIANTS: which rows (default all three)
 for seed in 1 2; do
-  $py -m distill recipe=fast "${common[@]}" train.seed=$seed "train.max_steps=$STEPS" stage.phases.0.eval_every=200 \
-    "run_dir=$RUNS/distilled_seed$seed" overwrite=true
-  $py -m distill recipe=fast "${common[@]}" train.seed=$seed "train.max_steps=$STEPS" stage.phases.0.eval_every=200 \
-    stage.phases.0.weights.soft_ce=0 bench.enabled=false "run_dir=$RUNS/hard_labels_seed$seed" overwrite=true
+  for variant in ${VARIANTS:-distilled hard_labels intermediate_then_prediction}; do
+    case $variant in
+      distilled) args=(recipe=fast "train.max_steps=$STEPS" stage.phases.0.eval_every=200) ;;
+      hard_labels) args=(recipe=fast "train.max_steps=$STEPS" stage.phases.0.eval_every=200
+                         stage.phases.0.weights.soft_ce=0 bench.enabled=false) ;;
+      # TinyBERT's two phases from the same teacher slice: hidden + attention + embedding MSE (live
+      # teacher, lr 5e-5 constant), then soft + hard CE (lr 2e-4); STEPS in all, half each
+      intermediate_then_prediction) args=(stage=task student=fast3 stage.init.layers=teacher
+                         stage.init.embedding=teacher stage.init.head=teacher general_student=null
+                         "train.max_steps=$((STEPS / 2))" stage.phases.1.weights.hard_ce=1 stage.phases.1.lr=2e-4
+                         stage.phases.1.eval_every=200 bench.enabled=false) ;;
+    esac
+    $py -m distill "${common[@]}" train.seed=$seed "${args[@]}" "run_dir=$RUNS/${variant}_seed$seed" overwrite=true
+  done
 done
 $py scripts/results_table.py "$RUNS"
