@@ -158,14 +158,16 @@ class BestCheckpoint:
         model.load_state_dict(type(model).from_pretrained(self.run.model_dir).state_dict())
 
 
-def held_out_eval(best: BestCheckpoint, evaluate: Callable[[str], dict], last_step: int) -> dict:
+def held_out_eval(best: BestCheckpoint, evaluate: Callable[[str], dict], last_step: int, plan: dict, role: str) -> dict:
     """Pick the kept model on the 'select' split, then score it on the 'report' split, which chose nothing.
 
-    ``evaluate(split)``: metrics of the current model on 'select' or 'report'."""
+    ``evaluate(split)``: metrics of the current model on 'select' or 'report'; ``plan``:
+    ``distill.data.evaluation_plan``; ``role``: 'student' or 'teacher'. Returns the ``metrics.json``
+    ``eval`` entries: which split selected and which is reported, ``<role>`` (reported) and ``<role>_select``."""
     if best.best is None:  # no phase selects: keep the final model
         best(evaluate("select"), last_step)
     best.restore()
-    return {"select": best.best, "report": evaluate("report")}
+    return {"selected_on": plan["select"], "reported_on": plan["report"], role: evaluate("report"), f"{role}_select": best.best}
 
 
 def summary(cfg: Config, phases: list[dict], params: dict[str, int], extra: dict) -> dict:

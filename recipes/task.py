@@ -79,14 +79,11 @@ def run(cfg) -> dict:
         lambda phase: Objective(student, phase.weights, teacher_of[id(phase)], layer_map, cfg.stage.loss),
         loader, train_cfg, run.context(evaluate=lambda: score("select"), best=best), run.resume,
     )
-    held_out = runs.held_out_eval(best, score, results[-1]["steps"])
     plan = evaluation_plan(task)
-    evals = {
-        "selected_on": plan["select"], "reported_on": plan["report"],
-        "student": held_out["report"], "teacher": score("report", teacher.model),
-        "student_select": held_out["select"], "teacher_select": score("select", teacher.model),
-    }
-    speed = measure_speed(cfg, run, teacher_dir) if cfg.bench.enabled and run.accelerator.is_main_process else {}
+    evals = runs.held_out_eval(best, score, results[-1]["steps"], plan, role="student")
+    evals |= {"teacher": score("report", teacher.model), "teacher_select": score("select", teacher.model)}
+    report_texts = list(splits["report"][task.text_field])
+    speed = measure_speed(cfg, run, teacher_dir, report_texts) if cfg.bench.enabled and run.accelerator.is_main_process else {}
     extra = {
         "eval": evals,
         **speed,
@@ -142,9 +139,9 @@ def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map: LayerM
                      **initialise(student, teacher.model, init, layer_map, len(tokenizer))}
 
 
-def measure_speed(cfg, run, teacher_dir: Path) -> dict:
-    """CPU latency of the kept student against its teacher, in one process (distill.bench); figures in bench.json."""
-    texts = list(load_task_splits(cfg.task)["report"][cfg.task.text_field])
+def measure_speed(cfg, run, teacher_dir: Path, texts: list[str]) -> dict:
+    """CPU latency of the kept student against its teacher on ``texts``, in one process (distill.bench);
+    figures in bench.json."""
     report = benchmark([str(teacher_dir), str(run.model_dir)], texts=texts, threads=cfg.bench.threads,
                        repeats=cfg.bench.repeats, onnx=cfg.bench.onnx)
     (run.dir / "bench.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -28,8 +28,5 @@ def run(cfg) -> dict:
         cfg.stage.phases, lambda phase: Objective(model, phase.weights), loader, train_cfg,
         run.context(evaluate=lambda: score("select"), best=best), run.resume,
     )
-    held_out = runs.held_out_eval(best, score, results[-1]["steps"])
-    plan = evaluation_plan(task)
-    evals = {"selected_on": plan["select"], "reported_on": plan["report"],
-             "teacher": held_out["report"], "teacher_select": held_out["select"]}
+    evals = runs.held_out_eval(best, score, results[-1]["steps"], evaluation_plan(task), role="teacher")
     return runs.finish(run, runs.summary(cfg, results, parameter_counts(model), {"eval": evals, "best_step": best.best_step}))
