@@ -101,19 +101,41 @@ def masked_lm_head(model: nn.Module) -> nn.Module | None:
     return heads[0] if len(heads) == 1 else None
 
 
+@contextmanager
+def first_layers(model: nn.Module, depth: int | None):
+    """Inside the block the encoder runs its lowest ``depth`` layers only (None: all of them).
+
+    The layers above the last one a loss reads cost a teacher forward and change nothing it
+    returns below them; the model's own layer list is back in place after the block. An encoder
+    without a ``layer`` list (ALBERT's shared groups) runs whole."""
+    encoder = getattr(model.base_model, "encoder", None)
+    full = getattr(encoder, "layer", None)
+    if depth is None or not isinstance(full, nn.ModuleList):
+        yield model
+        return
+    encoder.layer = full[:depth]  # a new ModuleList holding the same layers
+    try:
+        yield model
+    finally:
+        encoder.layer = full
+
+
 def intermediates(
-    model: nn.Module, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None
+    model: nn.Module, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None, depth: int | None = None
 ) -> Intermediates:
     """Run ``model`` on a tokenized batch and collect hidden states and scores.
 
     logits_at: a [b, t] bool mask. For a masked-LM model the head then runs at those
     positions only and ``logits`` is [n, vocab]: the vocabulary-sized matmul is the
     largest cost of a small student, and DistilBERT's terms read masked positions only.
+    depth: run the lowest ``depth`` layers only (``first_layers``): hidden_states then has
+    depth + 1 entries, the scores depth, and ``logits`` is None (no head above a cut encoder).
     """
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     head = masked_lm_head(model) if logits_at is not None else None
-    runner = model.base_model if head is not None else model
-    out = runner(**inputs, output_hidden_states=True, output_attentions=True, return_dict=True)
+    runner = model.base_model if head is not None or depth is not None else model
+    with first_layers(model, depth):
+        out = runner(**inputs, output_hidden_states=True, output_attentions=True, return_dict=True)
     if model.config._attn_implementation != SCORES_ATTENTION:
         raise RuntimeError(
             f"model uses attention '{model.config._attn_implementation}', which returns probabilities or nothing; "

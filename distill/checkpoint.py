@@ -41,8 +41,13 @@ class Progress:
     epoch: int = 0
     batch_in_epoch: int = 0
     examples: int = 0
+    # wall time of the phase so far, and the parts of it spent evaluating and writing checkpoints
     seconds: float = 0.0
+    eval_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
+    # loss terms summed since the last log step, and how many batches they sum
     running: dict = field(default_factory=dict)
+    batches_since_log: int = 0
     last_terms: dict = field(default_factory=dict)
     nonfinite_skips: int = 0
     # results of the phases already finished

@@ -123,6 +123,7 @@ class Objective(nn.Module):
         self.reads_layers = bool(set(LAYER_TERMS) & set(active)) or masker is not None
         self.reads_teacher = bool(set(TEACHER_TERMS) & set(active))
         (use_score_attention if self.reads_layers else use_fast_attention)(student)
+        self.teacher_depth = self._teacher_depth(active, layer_map, t_cfg, masker)
         if "hidden" in active or (options.tinybert_compat and "embedding" in active):
             n = layer_map.student_layers if layer_map else 0
             self.hidden = HiddenMSE(s_cfg.hidden_size, t_cfg.hidden_size, n, options.shared_hidden_projection or options.tinybert_compat)
@@ -149,6 +150,15 @@ class Objective(nn.Module):
         if "cosine" in active:
             self.cosine = CosineEmbedding(s_cfg.hidden_size, t_cfg.hidden_size)
 
+    @staticmethod
+    def _teacher_depth(active: list[str], layer_map: LayerMap | None, t_cfg, masker) -> int | None:
+        """How many teacher layers a forward must run: up to the deepest mapped layer when no term reads
+        the teacher's output (its logits, or its last layer for cosine); None: all of them."""
+        if t_cfg is None or {"soft_ce", "cosine"} & set(active) or masker is not None:
+            return None
+        deepest = max(layer_map.targets) if layer_map is not None and {"hidden", "attention"} & set(active) else 0
+        return deepest if deepest < t_cfg.num_hidden_layers else None
+
     @property
     def teacher(self) -> FrozenTeacher | None:
         return self.__dict__["teacher"]
@@ -169,7 +179,7 @@ class Objective(nn.Module):
             inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
             s = Intermediates(hidden_states=(), attention_scores=(), logits=self.student(**inputs).logits)
         # a teacher that no active term reads is not run (hard labels alone)
-        t = self.teacher(batch, logits_at=masked) if self.teacher is not None and self.reads_teacher else None
+        t = self.teacher(batch, logits_at=masked, depth=self.teacher_depth) if self.teacher is not None and self.reads_teacher else None
         mask = batch["attention_mask"]
         token_mask = None if self.options.tinybert_compat else mask
         terms: dict[str, torch.Tensor] = {}

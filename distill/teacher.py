@@ -105,8 +105,10 @@ class FrozenTeacher:
         return self
 
     @torch.no_grad()
-    def __call__(self, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None) -> Intermediates:
-        return intermediates(self.model, batch, logits_at)
+    def __call__(self, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None,
+                 depth: int | None = None) -> Intermediates:
+        """Hidden states, scores and logits; with ``depth`` only the lowest layers run and there are no logits."""
+        return intermediates(self.model, batch, logits_at, depth)
 
 
 LOGITS_VERSION = "2"  # bump when with_teacher_logits changes, to invalidate caches
@@ -151,5 +153,6 @@ class CachedLogits:
     def __init__(self, config):
         self.config = config
 
-    def __call__(self, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None) -> Intermediates:
+    def __call__(self, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None,
+                 depth: int | None = None) -> Intermediates:
         return Intermediates(hidden_states=(), attention_scores=(), logits=batch["teacher_logits"])

@@ -176,24 +176,79 @@ def _total_steps(phase: PhaseConfig, cfg: TrainConfig, batches_per_epoch: int) -
     return min(total, cfg.max_steps) if cfg.max_steps > 0 else total
 
 
+def train_step(model, batch, optimizer, scheduler, accelerator: Accelerator, max_grad_norm: float,
+               skip_nonfinite: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
+    """One forward/backward (and, at the end of an accumulation window, one update); the loss and its terms
+    stay on the device. With ``skip_nonfinite`` a non-finite loss returns None and nothing is updated
+    (that check reads the loss on the host: the one per-step sync, paid only in that mode)."""
+    with accelerator.accumulate(model):
+        loss, terms = model(batch)
+        if skip_nonfinite and not torch.isfinite(loss):
+            optimizer.zero_grad()  # no update from this batch (nor from its accumulation window)
+            return None
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    return loss, terms
+
+
+class _FiniteWatch:
+    """The first step whose loss was not finite, remembered on the device and read (one host sync) only
+    before anything is logged, evaluated or saved: a per-step check would stall a GPU at every step."""
+
+    def __init__(self):
+        self.step: torch.Tensor | None = None  # -1 while every loss was finite
+        self.values: torch.Tensor | None = None  # [terms + 1] at that step
+
+    def add(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], step: int) -> None:
+        self.names = [*terms, "total"]
+        values = torch.stack([*(v.detach().float() for v in terms.values()), loss.detach().float()])
+        if self.step is None:
+            self.step, self.values = torch.full((), -1, device=loss.device), values
+        first = (self.step < 0) & ~torch.isfinite(loss.detach())
+        self.step = torch.where(first, step, self.step)
+        self.values = torch.where(first, values, self.values)
+
+    def check(self, phase: str, last_good: Path | None) -> None:
+        if self.step is None or int(self.step) < 0:
+            return
+        name, value = next((n, v) for n, v in zip(self.names, self.values.tolist()) if not math.isfinite(v))
+        raise NonFiniteLoss(
+            f"phase '{phase}' step {int(self.step)}: loss term {name} is {value}; last good checkpoint: "
+            f"{last_good or 'none'}; lower the learning rate, check the data, or set train.on_nonfinite=skip"
+        )
+
+
 def _train_phase(phase, total_steps, prepared, generator, cfg, ctx, progress, resume, stop) -> dict:
     model, optimizer, loader, scheduler = prepared
     accelerator, log = ctx.accelerator, ctx.log
     model.train()
     bar = tqdm(total=total_steps, initial=progress.step, desc=phase.name,
                disable=not (cfg.progress and accelerator.is_main_process))
+    # wall time of the phase; evaluation and checkpoint writes are timed apart and left out of training time
     clock = time.perf_counter() - progress.seconds
     # only a phase whose dev score picks the kept model is evaluated
     evaluating = ctx.evaluate is not None and phase.select_best
+    watch = _FiniteWatch()
+
+    def train_seconds() -> float:
+        return time.perf_counter() - clock - progress.eval_seconds - progress.checkpoint_seconds
 
     def checkpoint() -> Path | None:
-        progress.seconds = time.perf_counter() - clock
+        watch.check(phase.name, ctx.checkpoints.latest())
+        started = time.perf_counter()
+        progress.seconds = started - clock
         progress.log_bytes = log.size()
+        progress.running = {k: float(v) for k, v in progress.running.items()}  # tensors summed on the device
         if ctx.best is not None:
             progress.best, progress.best_step = ctx.best.best, ctx.best.best_step
-        if not accelerator.is_main_process:
-            return None
-        return ctx.checkpoints.save(progress, sampler_state, accelerator.unwrap_model(model), optimizer, scheduler)
+        saved = ctx.checkpoints.save(progress, sampler_state, accelerator.unwrap_model(model), optimizer, scheduler) \
+            if accelerator.is_main_process else None
+        progress.checkpoint_seconds += time.perf_counter() - started
+        return saved
 
     replaying = resume is not None
     if replaying:
@@ -212,48 +267,38 @@ def _train_phase(phase, total_steps, prepared, generator, cfg, ctx, progress, re
         replaying = False
         for batch in batches:
             progress.batch_in_epoch += 1
-            with accelerator.accumulate(model):
-                loss, terms = model(batch)
-                if not torch.isfinite(loss):
-                    if cfg.on_nonfinite != "skip":
-                        bad = [k for k, v in terms.items() if not torch.isfinite(v)] or ["total"]
-                        raise NonFiniteLoss(
-                            f"phase '{phase.name}' step {progress.step}: loss term {bad[0]} is "
-                            f"{terms.get(bad[0], loss).item()}; last good checkpoint: {ctx.checkpoints.latest() or 'none'}; "
-                            "lower the learning rate, check the data, or set train.on_nonfinite=skip"
-                        )
-                    # skip the batch: no update from it (nor from its accumulation window)
-                    progress.nonfinite_skips += 1
-                    optimizer.zero_grad()
-                    continue
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
+            out = train_step(model, batch, optimizer, scheduler, accelerator, cfg.max_grad_norm,
+                             skip_nonfinite=cfg.on_nonfinite == "skip")
+            if out is None:
+                progress.nonfinite_skips += 1
+                continue
+            loss, terms = out
+            watch.add(loss, terms, progress.step)
             progress.examples += batch["input_ids"].size(0) * accelerator.num_processes
-            for k, v in terms.items():
-                progress.running[k] = progress.running.get(k, 0.0) + v.item()
-            progress.running["loss"] = progress.running.get("loss", 0.0) + loss.item()
-            progress.running["_n"] = progress.running.get("_n", 0) + 1
+            for k, v in {**terms, "loss": loss}.items():  # summed on the device, read at log steps
+                progress.running[k] = progress.running.get(k, 0.0) + v.detach()
+            progress.batches_since_log += 1
             if not accelerator.sync_gradients:
                 continue
             progress.step += 1
             step = progress.step
             bar.update(1)
-            if (step % cfg.log_every == 0 or step == total_steps) and progress.running.get("_n"):
-                n = progress.running.pop("_n")
-                progress.last_terms = {k: v / n for k, v in progress.running.items()}
+            if (step % cfg.log_every == 0 or step == total_steps) and progress.batches_since_log:
+                watch.check(phase.name, ctx.checkpoints.latest())
+                n, progress.batches_since_log = progress.batches_since_log, 0
+                progress.last_terms = {k: float(v) / n for k, v in progress.running.items()}
                 progress.running = {}
                 record = {"phase": phase.name, "step": step, "epoch": progress.epoch, "lr": scheduler.get_last_lr()[0],
-                          "examples_per_second": progress.examples / (time.perf_counter() - clock),
+                          "examples_per_second": progress.examples / train_seconds(),
                           "rss_mb": rss_mb(), **progress.last_terms}
                 bar.set_postfix({k: f"{v:.4g}" for k, v in progress.last_terms.items()})
                 if accelerator.is_main_process:
                     log.write(record)
             if evaluating and (step == total_steps or (phase.eval_every > 0 and step % phase.eval_every == 0)):
+                watch.check(phase.name, ctx.checkpoints.latest())
+                started = time.perf_counter()
                 _run_eval(ctx, phase, step)
+                progress.eval_seconds += time.perf_counter() - started
             periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
             if step == total_steps or periodic or stop.received:
                 saved = checkpoint()
@@ -266,7 +311,11 @@ def _train_phase(phase, total_steps, prepared, generator, cfg, ctx, progress, re
             progress.epoch += 1
             progress.batch_in_epoch = 0
     bar.close()
-    return {"steps": progress.step, "examples_seen": progress.examples, "train_seconds": time.perf_counter() - clock,
+    watch.check(phase.name, ctx.checkpoints.latest())
+    seconds = train_seconds()
+    return {"steps": progress.step, "examples_seen": progress.examples, "train_seconds": seconds,
+            "train_examples_per_second": progress.examples / seconds if seconds > 0 else 0.0,
+            "eval_seconds": progress.eval_seconds, "checkpoint_seconds": progress.checkpoint_seconds,
             "losses": progress.last_terms, "nonfinite_skips": progress.nonfinite_skips}
 
 

@@ -20,7 +20,7 @@ from distill.testing import write_tiny_workspace
 
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING = ("train_seconds", "train_examples_per_second", "examples_per_second", "rss_mb")
+TIMING = ("train_seconds", "train_examples_per_second", "examples_per_second", "eval_seconds", "checkpoint_seconds", "rss_mb")
 
 KILLER = '''
 import os, signal
