@@ -113,6 +113,13 @@ def first_layers(model: nn.Module, depth: int | None):
     if depth is None or not isinstance(full, nn.ModuleList):
         yield model
         return
+    if not getattr(model, "_distill_full_forward_done", False):
+        # transformers records hidden states and scores through hooks it installs on the layers present at
+        # the first such forward: run one with every layer, or the layers above a cut would never be recorded
+        with torch.no_grad():
+            model.base_model(input_ids=torch.zeros(1, 2, dtype=torch.long, device=next(model.parameters()).device),
+                             output_hidden_states=True, output_attentions=True)
+        model._distill_full_forward_done = True
     encoder.layer = full[:depth]  # a new ModuleList holding the same layers
     try:
         yield model

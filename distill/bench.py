@@ -1,5 +1,7 @@
 """Latency, throughput, parameters and FLOPs of saved classifiers, measured side by side.
 
+(``python -m distill.bench train ...`` measures training steps instead: distill/bench_train.py.)
+
 ``python -m distill.bench <model_dir> [<model_dir> ...] [--dev-tsv PATH | --length N] [--threads 2]
 [--repeats 20] [--onnx] [--json out.json]``
 
@@ -243,6 +245,11 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # training throughput: distill/bench_train.py
+        from distill.bench_train import main as train_main
+
+        return train_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m distill.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dirs", nargs="+", help="saved model directories; the first is the speed-up reference")
     source = parser.add_mutually_exclusive_group()

@@ -170,6 +170,10 @@ class TrainConfig:
     keep_checkpoints: int = 2
     # a non-finite loss: 'stop' (with the step, the term and the last good checkpoint) or 'skip' the batch
     on_nonfinite: str = "stop"
+    # intermediate-layer phases read the teacher's mapped layers from a float16 disk cache (one teacher
+    # forward per example, ever; distill/teacher_cache.py) when it takes at most this many GB
+    cache_teacher_layers: bool = True
+    teacher_cache_max_gb: float = 16.0
 
 
 @dataclass
@@ -330,6 +334,9 @@ def problems(cfg: Config) -> list[str]:
             out.append(f"train.{name}={getattr(t, name)} must be >= 1")
     if cfg.bench.repeats < 1 or cfg.bench.threads < 1:
         out.append("bench.repeats and bench.threads must be >= 1")
+    if t.teacher_cache_max_gb <= 0:
+        out.append(f"train.teacher_cache_max_gb={t.teacher_cache_max_gb} must be > 0; set train.cache_teacher_layers=false "
+                   "to run the teacher on every step instead")
     if t.on_nonfinite not in ("stop", "skip"):
         out.append(f"train.on_nonfinite='{t.on_nonfinite}' is unknown; use stop or skip")
     if t.checkpoint_every < 0 or t.keep_checkpoints < 1:

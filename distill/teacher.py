@@ -120,7 +120,7 @@ def with_teacher_logits(ds, teacher: FrozenTeacher, tokenizer, identity, batch_s
     A ``datasets.map`` whose fingerprint is the data's and the teacher's files (``identity``), so the
     logits are reused across epochs, phases, runs and the members of a sweep, and recomputed when
     the data or the teacher change. Phases that read only the teacher's logits then run at student
-    speed (``CachedLogits``). Logits: [num_labels] float32 per example."""
+    speed (``distill.teacher_cache.CachedTeacher``). Logits: [num_labels] float32 per example."""
     from datasets.fingerprint import Hasher
     from transformers import DataCollatorWithPadding
 
@@ -144,15 +144,3 @@ def with_teacher_logits(ds, teacher: FrozenTeacher, tokenizer, identity, batch_s
 
     return ds.map(label, batched=True, batch_size=4096, desc="teacher logits (cached)",
                   new_fingerprint=Hasher.hash((ds._fingerprint, identity, LOGITS_VERSION)))
-
-
-class CachedLogits:
-    """Stands in for the teacher in phases that read only its logits: takes them from the batch's
-    ``teacher_logits`` column (``with_teacher_logits``) instead of running the teacher."""
-
-    def __init__(self, config):
-        self.config = config
-
-    def __call__(self, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None,
-                 depth: int | None = None) -> Intermediates:
-        return Intermediates(hidden_states=(), attention_scores=(), logits=batch["teacher_logits"])

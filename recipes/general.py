@@ -16,12 +16,13 @@ import logging
 
 from distill import run as runs
 from distill.config import has_mlm_head
-from distill.data import load_corpus, train_loader
+from distill.data import load_corpus, path_identity, train_loader
 from distill.init import initialise, student_shape
 from distill.layer_map import LayerMap
 from distill.objective import Objective, TokenMasker
 from distill.student import build_student, parameter_counts
-from distill.teacher import FrozenTeacher, load_config, load_model, load_tokenizer
+from distill.teacher import FrozenTeacher, load_config, load_model, load_tokenizer, resolve_path
+from distill.teacher_cache import cache_root, teacher_for_phases
 from distill.trainer import train
 
 log = logging.getLogger("distill")
@@ -49,10 +50,14 @@ def run(cfg) -> dict:
     layer_map = LayerMap(cfg.stage.layer_map, cfg.student.num_layers, teacher.config.num_hidden_layers)
     done = initialise(student, teacher.model, init, layer_map, len(tokenizer))
     masker = TokenMasker(tokenizer, cfg.stage.loss.mlm_probability) if masked_lm else None
+    # a corpus whose mapped teacher layers fit train.teacher_cache_max_gb is run through the teacher once
+    identity = path_identity(resolve_path(cfg.teacher.name_or_path))
+    corpus, teacher_of = teacher_for_phases(phases, corpus, teacher, tokenizer, identity, layer_map, cfg.stage.loss,
+                                            train_cfg, cache_root(), masker)
     loader = train_loader(corpus, tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length)
 
     results = train(
-        phases, lambda phase: Objective(student, phase.weights, teacher, layer_map, cfg.stage.loss, masker),
+        phases, lambda phase: Objective(student, phase.weights, teacher_of[id(phase)], layer_map, cfg.stage.loss, masker),
         loader, train_cfg, run.context(), run.resume,
     )
     if run.accelerator.is_main_process:

@@ -2,8 +2,9 @@
 
 Phase 1 (intermediate): embedding + hidden + attention losses from the
 fine-tuned teacher. Phase 2 (prediction): soft cross-entropy on the teacher's
-logits (plus hard labels if weighted); a phase that reads only the teacher's
-logits takes them from a cache (one teacher forward per example, ever). The
+logits (plus hard labels if weighted). Both read the teacher's outputs from
+caches (its logits, and its mapped layers in float16 on disk when they fit
+``train.teacher_cache_max_gb``: one teacher forward per example, ever). The
 student starts from the fine-tuned teacher's layers, embeddings and head
 (``stage.init``, e.g. ``recipe=fast``) or from the general student of the same
 shape. The checkpoint that scores best on the selection split is kept in
@@ -32,9 +33,10 @@ from distill.evaluation import evaluate
 from distill.export import write_model_card
 from distill.layer_map import LayerMap
 from distill.init import copy_teacher_head, initialise, student_shape
-from distill.objective import TEACHER_TERMS, Objective
+from distill.objective import Objective
 from distill.student import build_student, init_from_albert, parameter_counts
-from distill.teacher import CachedLogits, FrozenTeacher, load_model, load_tokenizer, with_teacher_logits
+from distill.teacher import FrozenTeacher, load_model, load_tokenizer
+from distill.teacher_cache import cache_root, teacher_for_phases
 from distill.trainer import train
 
 log = logging.getLogger("distill")
@@ -61,13 +63,10 @@ def run(cfg) -> dict:
     layer_map = LayerMap(cfg.stage.layer_map, cfg.student.num_layers, teacher.config.num_hidden_layers)
     student, start_from = build_task_student(cfg, tokenizer, teacher, layer_map)
 
-    # a phase that reads only the teacher's logits takes them from a cache instead of running the teacher
-    logits_only = [set(p.weights.active()) & set(TEACHER_TERMS) == {"soft_ce"} for p in cfg.stage.phases]
-    if any(logits_only):
-        data["train"] = with_teacher_logits(data["train"], teacher, tokenizer, path_identity(str(teacher_dir)),
-                                            train_cfg.eval_batch_size)
-    cached = CachedLogits(teacher.config)
-    teacher_of = {id(p): cached if only else teacher for p, only in zip(cfg.stage.phases, logits_only)}
+    # phases read the teacher's logits and mapped layers from caches instead of running it (when they fit)
+    data["train"], teacher_of = teacher_for_phases(cfg.stage.phases, data["train"], teacher, tokenizer,
+                                                   path_identity(str(teacher_dir)), layer_map, cfg.stage.loss,
+                                                   train_cfg, cache_root())
     loader = train_loader(data["train"], tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length)
     loaders = {split: eval_loader(data[split], tokenizer, train_cfg.eval_batch_size) for split in ("select", "report")}
     device = run.accelerator.device

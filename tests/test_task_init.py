@@ -8,7 +8,8 @@ from distill.init import StudentInit, copy_teacher_layers, ffn_importance, initi
 from distill.layer_map import LayerMap
 from distill.objective import LossWeights, Objective
 from distill.student import StudentShape, _albert_core, build_student
-from distill.teacher import CachedLogits, FrozenTeacher, load_model
+from distill.teacher import FrozenTeacher, load_model
+from distill.teacher_cache import CachedTeacher
 
 
 def teacher_shaped(teacher, **overrides) -> StudentShape:
@@ -76,7 +77,7 @@ def test_cached_logits_give_the_live_teachers_loss(tiny_dir, tokenizer, padded_b
     batch = dict(padded_batch, teacher_logits=torch.tensor(cached["teacher_logits"]))
     weights = LossWeights(soft_ce=1.0, hard_ce=1.0)
     live, live_terms = Objective(student, weights, teacher)(batch)
-    from_cache, cache_terms = Objective(student, weights, CachedLogits(teacher.config))(batch)
+    from_cache, cache_terms = Objective(student, weights, CachedTeacher(teacher.config))(batch)
     torch.testing.assert_close(from_cache, live, atol=1e-6, rtol=0)
     assert live_terms["soft_ce"] > 0
 

@@ -1,0 +1,135 @@
+"""Teacher outputs read from disk (distill/teacher_cache.py) and a teacher cut at its deepest mapped layer."""
+
+import os
+
+import pytest
+import torch
+from datasets import Dataset
+
+from distill.attention import intermediates, use_score_attention
+from distill.config import TrainConfig
+from distill.layer_map import LayerMap
+from distill.objective import LossOptions, LossWeights, Objective
+from distill.student import StudentShape, build_student
+from distill.teacher import FrozenTeacher, load_model
+from distill.teacher_cache import (
+    INDEX_COLUMN,
+    CachedTeacher,
+    build_layer_cache,
+    cache_bytes,
+    mapped_layers,
+    teacher_for_phases,
+)
+
+
+@pytest.fixture
+def teacher(tiny_dir):
+    return FrozenTeacher(load_model(str(tiny_dir), head="sequence_classification"))
+
+
+def rows_of(batch, labels=True):
+    """The batch's examples unpadded, as dataset rows."""
+    rows = {k: [ids[m.bool()].tolist() for ids, m in zip(v, batch["attention_mask"])]
+            for k, v in batch.items() if k != "labels"}
+    if labels:
+        rows["labels"] = batch["labels"].tolist()
+    return Dataset.from_dict(rows)
+
+
+def student_for(tokenizer, heads=4):
+    shape = StudentShape(num_layers=2, hidden_size=16, embedding_size=8, num_heads=heads, intermediate_size=20,
+                         max_position_embeddings=64)
+    return use_score_attention(build_student(shape, tokenizer, num_labels=2)).eval()
+
+
+def test_a_teacher_cut_at_its_deepest_mapped_layer_gives_the_same_mapped_outputs(teacher, padded_batch):
+    depth = 2  # of the tiny teacher's 4 layers
+    cut = teacher(padded_batch, depth=depth)  # first: a cut forward must not hide layers from later full ones
+    full = intermediates(teacher.model, padded_batch)
+    assert len(full.hidden_states) == 5 and len(full.attention_scores) == 4
+    assert len(cut.hidden_states) == depth + 1 and len(cut.attention_scores) == depth and cut.logits is None
+    for a, b in zip(cut.hidden_states, full.hidden_states[: depth + 1]):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    for a, b in zip(cut.attention_scores, full.attention_scores[:depth]):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    assert len(teacher.model.base_model.encoder.layer) == 4, "the teacher's own layer list is restored"
+
+
+def test_the_objective_runs_the_teacher_only_as_deep_as_its_terms_read(teacher, tokenizer):
+    student = student_for(tokenizer)
+    layers = Objective(student, LossWeights(hidden=1.0, attention=1.0), teacher, LayerMap([1, 2], 2, 4))
+    assert layers.teacher_depth == 2
+    assert Objective(student, LossWeights(embedding=1.0), teacher, LayerMap([1, 2], 2, 4)).teacher_depth == 0
+    # logits are read: the whole teacher runs; a map that reaches the top layer needs all of it anyway
+    assert Objective(student, LossWeights(hidden=1.0, soft_ce=1.0), teacher, LayerMap([1, 2], 2, 4)).teacher_depth is None
+    assert Objective(student, LossWeights(hidden=1.0), teacher, LayerMap("uniform", 2, 4)).teacher_depth is None
+
+
+@pytest.mark.parametrize("map_", [[1, 3], [2, 4]])
+def test_cached_layers_give_the_live_teachers_losses(teacher, tokenizer, padded_batch, tmp_path, map_):
+    layer_map = LayerMap(map_, 2, 4)
+    ds, cache = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", layer_map, tmp_path, max_gb=1.0,
+                                  batch_size=3)  # length-sorted batches of 3: rows padded differently than here
+    batch = dict(padded_batch, **{INDEX_COLUMN: torch.tensor(ds[INDEX_COLUMN])})
+    student = student_for(tokenizer)
+    weights = LossWeights(embedding=1.0, hidden=1.0, attention=1.0)
+    live = Objective(student, weights, teacher, layer_map)
+    cached = Objective(student, weights, CachedTeacher(teacher.config, cache), layer_map)
+    cached.load_state_dict(live.state_dict())  # the same projections
+    live_total, live_terms = live(batch)
+    cached_total, cached_terms = cached(batch)
+    for name in live_terms:  # float16 storage: agreement to about 1e-3 relative
+        torch.testing.assert_close(cached_terms[name], live_terms[name], rtol=2e-3, atol=1e-4)
+        assert live_terms[name] > 0
+    torch.testing.assert_close(cached_total, live_total, rtol=2e-3, atol=1e-4)
+
+
+def test_the_size_estimate_is_the_size_written(teacher, tokenizer, padded_batch, tmp_path):
+    layer_map = LayerMap([1, 3], 2, 4)
+    ds, cache = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", layer_map, tmp_path, max_gb=1.0)
+    lengths = padded_batch["attention_mask"].sum(1).numpy()
+    hidden, scores = mapped_layers(layer_map)
+    expected = cache_bytes(lengths, len(hidden), teacher.config.hidden_size, len(scores), teacher.config.num_attention_heads)
+    written = sum(os.path.getsize(cache.directory / f) for f in ("hidden.f16", "scores.f16"))
+    assert written == expected
+    assert build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", layer_map, tmp_path / "small",
+                             max_gb=expected / 2**30 / 2) is None, "a cache over max_gb is not written"
+
+
+def test_the_cache_is_rebuilt_when_teacher_data_layer_map_or_max_length_change(teacher, tokenizer, padded_batch, tmp_path):
+    def directory(rows, identity="t", map_=(1, 3)):
+        return build_layer_cache(rows, teacher, tokenizer, identity, LayerMap(list(map_), 2, 4), tmp_path, 1.0)[1].directory
+
+    base = rows_of(padded_batch)
+    first = directory(base)
+    assert directory(rows_of(padded_batch)) == first, "the same teacher, data and map reuse the cache"
+    shorter = tokenizer(["the movie was very good", "bad", "a fun story and great acting but the plot was dull", "it is"],
+                        truncation=True, max_length=6)
+    changed = {
+        "teacher": directory(base, identity="another teacher"),
+        "data": directory(base.select([0, 1, 2])),
+        "layer map": directory(base, map_=(2, 4)),
+        "max length": directory(Dataset.from_dict(dict(shorter))),
+    }
+    assert len({first, *changed.values()}) == 5, changed
+
+
+def test_phases_get_the_cache_they_can_read(teacher, tokenizer, padded_batch, tmp_path):
+    from distill.config import PhaseConfig
+
+    layers = PhaseConfig(name="intermediate", weights=LossWeights(embedding=1.0, hidden=1.0, attention=1.0))
+    logits = PhaseConfig(name="prediction", weights=LossWeights(soft_ce=1.0, hard_ce=1.0))
+    hard = PhaseConfig(name="hard", weights=LossWeights(hard_ce=1.0))
+    phases = [layers, logits, hard]
+    layer_map = LayerMap([1, 3], 2, 4)
+    ds, chosen = teacher_for_phases(phases, rows_of(padded_batch), teacher, tokenizer, "t", layer_map, LossOptions(),
+                                    TrainConfig(), tmp_path)
+    assert {"teacher_logits", INDEX_COLUMN} <= set(ds.column_names)
+    assert all(isinstance(chosen[id(p)], CachedTeacher) for p in (layers, logits))  # hard labels run no teacher
+    # TinyBERT's unmasked formulas score padding, which the cache does not hold: the live teacher
+    _, compat = teacher_for_phases(phases, rows_of(padded_batch), teacher, tokenizer, "t", layer_map,
+                                   LossOptions(tinybert_compat=True), TrainConfig(), tmp_path)
+    assert compat[id(layers)] is teacher
+    _, off = teacher_for_phases(phases, rows_of(padded_batch), teacher, tokenizer, "t", layer_map, LossOptions(),
+                                TrainConfig(cache_teacher_layers=False), tmp_path)
+    assert off[id(layers)] is teacher and isinstance(off[id(logits)], CachedTeacher)
