@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import sys
@@ -44,11 +45,13 @@ from transformers import DataCollatorWithPadding, get_scheduler
 
 import distill.config  # noqa: F401  registers the config schema
 from distill.attention import use_score_attention
-from distill.data import load_corpus, load_task_splits, tokenize_task, train_loader
+from distill.data import load_corpus, load_task_splits, path_identity, tokenize_task, train_loader
 from distill.layer_map import LayerMap
 from distill.objective import Objective
 from distill.student import build_student
-from distill.teacher import CachedLogits, FrozenTeacher, load_model, load_tokenizer, with_teacher_logits
+from distill.objective import LossWeights
+from distill.teacher import FrozenTeacher, load_model, load_tokenizer, resolve_path
+from distill.teacher_cache import cache_root, teacher_for_phases
 from distill.trainer import _optimizer, rss_mb, train_step
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -207,30 +210,33 @@ def same_examples(ds, tokenizer, size: int, max_length: int) -> tuple[dict, dict
     return DataCollatorWithPadding(tokenizer)(rows), reference_collate(tokenizer, max_length)(rows)
 
 
-def measure_pair(name, objective_for, teacher, data_ours, data_ref, tokenizer, phase, cfg, args, device, ref_length):
-    """(distill row, reference row) for one phase on the same examples and the same initial weights."""
+def measure_ours(name, objective, data, tokenizer, phase, cfg, args, device) -> dict:
+    """The framework's own step: ``train_step`` on a prepared ``Objective`` and ``distill.data.train_loader``."""
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device.type == "cpu")
-    objective = objective_for().to(device)
-    # the reference trains its own copy, from the same weights, with the score-returning attention
-    reference_objective = objective_for(copy.deepcopy(objective.student), live=True).to(device)
-    use_score_attention(reference_objective.student)
-    reference_objective.load_state_dict(objective.state_dict())
-    ours_batch, ref_batch = same_examples(data_ours, tokenizer, args.batch_size, ref_length)
-    difference = loss_difference(objective, teacher, _to(ours_batch, device), _to(ref_batch, device))
-
     optimizer = _optimizer(objective, phase, cfg.train.weight_decay)
     scheduler = get_scheduler("constant", optimizer)
     model, optimizer, scheduler = accelerator.prepare(objective, optimizer, scheduler)
-    loader = accelerator.prepare(train_loader(data_ours, tokenizer, args.batch_size, cfg.train.seed, True))
-    ours = timed(lambda b: train_step(model, b, optimizer, scheduler, accelerator, cfg.train.max_grad_norm),
-                 loader, args.windows, args.window_steps, device)
+    loader = accelerator.prepare(train_loader(data, tokenizer, args.batch_size, cfg.train.seed, True))
+    return {"row": f"{name}: distill", **timed(
+        lambda b: train_step(model, b, optimizer, scheduler, accelerator, cfg.train.max_grad_norm),
+        loader, args.windows, args.window_steps, device)}
 
-    ref_optimizer = torch.optim.AdamW(reference_objective.parameters(), lr=phase.lr)
-    ref_loader = reference_loader(data_ref, tokenizer, args.batch_size, ref_length, cfg.train.seed)
-    ref = timed(reference_step(reference_objective, teacher, ref_optimizer, cfg.train.max_grad_norm),
-                _on(ref_loader, device), args.windows, args.window_steps, device)
-    return ({"row": f"{name}: distill", **ours, "loss_max_abs_diff": difference},
-            {"row": f"{name}: reference (TinyBERT setup)", **ref})
+
+def measure_reference(name, objective_for, ours: Objective, teacher, data_ours, data_ref, tokenizer, phase, cfg, args,
+                      device, ref_length) -> tuple[dict, dict]:
+    """The reference row, on its own copy of ``ours``' weights (taken before ``ours`` trains), and the loss
+    difference between the two on the same examples."""
+    # the reference trains its own copy, from the same weights, with the score-returning attention
+    reference = objective_for(copy.deepcopy(ours.student), live=True).to(device)
+    use_score_attention(reference.student)
+    reference.load_state_dict(ours.state_dict())
+    ours_batch, ref_batch = same_examples(data_ours, tokenizer, args.batch_size, ref_length)
+    difference = loss_difference(ours, teacher, _to(ours_batch, device), _to(ref_batch, device))
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=phase.lr)
+    loader = reference_loader(data_ref, tokenizer, args.batch_size, ref_length, cfg.train.seed)
+    row = timed(reference_step(reference, teacher, optimizer, cfg.train.max_grad_norm), _on(loader, device),
+                args.windows, args.window_steps, device)
+    return {"row": f"{name}: reference (TinyBERT setup)", **row}, difference
 
 
 def _to(batch, device):
@@ -249,17 +255,16 @@ def run_benchmark(args) -> dict:
     task_cfg = compose_config(["stage=task", "task=sst2", f"task.data_dir={args.data}", *common])
     general_cfg = compose_config(["stage=general", "task=sst2", f"task.data_dir={args.data}",
                                   f"corpus.max_documents={args.documents}", *common])
-    teacher_path = args.teacher or task_cfg.teacher.name_or_path
+    # a fine-tuned SST-2 teacher gives the loss check real logits; any teacher of that shape times the same
+    finetuned = Path(task_cfg.teacher.finetuned)
+    teacher_path = args.teacher or (str(finetuned) if (finetuned / "config.json").is_file() else task_cfg.teacher.name_or_path)
     tokenizer = load_tokenizer(teacher_path)
     teacher = FrozenTeacher(load_model(teacher_path, head="sequence_classification")).to(device)
     layer_map = LayerMap(task_cfg.stage.layer_map, task_cfg.student.num_layers, teacher.config.num_hidden_layers)
     splits = load_task_splits(task_cfg.task)
     splits["train"] = splits["train"].select(range(min(args.examples, len(splits["train"]))))
     data = tokenize_task(splits, task_cfg.task, tokenizer)["train"]
-    started = time.perf_counter()
-    with_logits = with_teacher_logits(data, teacher, tokenizer, ("bench", teacher_path), task_cfg.train.eval_batch_size)
-    logits_seconds = time.perf_counter() - started
-    cached = CachedLogits(teacher.config)
+    identity = path_identity(resolve_path(teacher_path))
 
     def student(num_labels=2, masked_lm=False):
         torch.manual_seed(0)
@@ -269,6 +274,10 @@ def run_benchmark(args) -> dict:
     shared = {"tokenizer": tokenizer, "cfg": task_cfg, "args": args, "device": device}
     intermediate, prediction = task_cfg.stage.phases
     task_student = student()
+    started = time.perf_counter()
+    cached_data, stand_in = teacher_for_phases([intermediate, prediction], data, teacher, tokenizer, identity, layer_map,
+                                               task_cfg.stage.loss, task_cfg.train, cache_root())
+    cache_seconds = time.perf_counter() - started
 
     def objective(phase, source):
         def build(model=task_student, live=False):
@@ -276,23 +285,20 @@ def run_benchmark(args) -> dict:
         return build
 
     rows = []
-    rows += measure_pair("(a) task intermediate", objective(intermediate, teacher), teacher, data, data,
-                         phase=intermediate, ref_length=TASK_MAX_LENGTH, **shared)
-    rows += measure_pair("(b) task prediction", objective(prediction, cached), teacher, with_logits, data,
-                         phase=prediction, ref_length=TASK_MAX_LENGTH, **shared)
+    for name, phase in (("(a) task intermediate", intermediate), ("(b) task prediction", prediction)):
+        build = objective(phase, stand_in[id(phase)])
+        ours = build().to(device)
+        ref, difference = measure_reference(name, build, ours, teacher, cached_data, data, phase=phase,
+                                            ref_length=TASK_MAX_LENGTH, **shared)
+        rows.append({**measure_ours(name, ours, cached_data, phase=phase, **shared), "loss_max_abs_diff": difference})
+        if phase is intermediate:  # the same step with the teacher run on every step, for scale
+            live = measure_ours(name, objective(phase, teacher)().to(device), data, phase=phase, **shared)
+            rows.append({**live, "row": f"{name}: distill, live teacher"})
+        rows.append(ref)
 
     # the student on hard labels alone: what distillation's prediction step is compared with
-    hard = task_cfg.stage.phases[1].__class__(name="hard", lr=prediction.lr)
-    hard.weights.hard_ce = 1.0
-    accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=device.type == "cpu")
-    model = Objective(task_student, hard.weights)
-    optimizer = _optimizer(model, hard, task_cfg.train.weight_decay)
-    scheduler = get_scheduler("constant", optimizer)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    loader = accelerator.prepare(train_loader(data, tokenizer, args.batch_size, task_cfg.train.seed, True))
-    rows.append({"row": "hard labels alone: distill", **timed(
-        lambda b: train_step(model, b, optimizer, scheduler, accelerator, task_cfg.train.max_grad_norm),
-        loader, args.windows, args.window_steps, device)})
+    hard = dataclasses.replace(prediction, name="hard", weights=LossWeights(hard_ce=1.0))
+    rows.append({**measure_ours("hard labels alone", Objective(task_student, hard.weights), data, phase=hard, **shared)})
 
     # (c) general distillation: the configured packing, dynamic padding vs fixed 128-token chunks
     corpus = load_corpus(general_cfg.corpus, general_cfg.task, tokenizer)
@@ -306,8 +312,11 @@ def run_benchmark(args) -> dict:
     def general_objective(model=body, live=False):
         return Objective(model, general_phase.weights, base_teacher, general_map, general_cfg.stage.loss)
 
-    rows += measure_pair("(c) general", general_objective, base_teacher, corpus, fixed,
-                         phase=general_phase, ref_length=GENERAL_MAX_LENGTH, **shared)
+    ours = general_objective().to(device)
+    ref, difference = measure_reference("(c) general", general_objective, ours, base_teacher, corpus, fixed,
+                                        phase=general_phase, ref_length=GENERAL_MAX_LENGTH, **shared)
+    rows += [{**measure_ours("(c) general", ours, corpus, phase=general_phase, **shared), "loss_max_abs_diff": difference},
+             ref]
     by_row = {r["row"]: r for r in rows}
     for name, unit in (("(a) task intermediate", "examples_per_s"), ("(b) task prediction", "examples_per_s"),
                        ("(c) general", "tokens_per_s")):
@@ -322,7 +331,7 @@ def run_benchmark(args) -> dict:
         "teacher": teacher_path, "layer_map": list(layer_map.targets), "examples": len(data),
         "general_chunks": {"distill": len(corpus), "reference": len(fixed)},
         "warmup_steps": WARMUP, "windows": args.windows, "window_steps": args.window_steps,
-        "teacher_logits_cache_seconds": logits_seconds, "results": rows,
+        "teacher_cache_seconds": cache_seconds, "results": rows,
     }
 
 
@@ -331,8 +340,8 @@ def format_report(report: dict) -> str:
              f"batch {report['batch_size']}, precision {report['mixed_precision']}; student {report['student']}, "
              f"teacher {report['teacher']} (layer map {report['layer_map']}); {report['warmup_steps']} warm-up steps, "
              f"median of {report['windows']} windows x {report['window_steps']} steps",
-             f"teacher logits cached for {report['examples']} examples in {report['teacher_logits_cache_seconds']:.1f} s "
-             "(once per teacher and data; not in the rows)", ""]
+             f"teacher logits and mapped layers cached for {report['examples']} examples in "
+             f"{report['teacher_cache_seconds']:.1f} s (once per teacher, data and layer map; not in the rows)", ""]
     header = ("row", "examples/s", "tokens/s", "peak MiB", "speed-up", "max |loss diff|")
     body = []
     for r in report["results"]:

@@ -194,10 +194,10 @@ def teacher_for_phases(phases, ds, teacher: FrozenTeacher, tokenizer, identity, 
                                   train_cfg.eval_batch_size)
         if built is not None:
             ds, layers = built
-    stand_in = CachedTeacher(teacher.config, layers)
     chosen = {}
     for phase, r, c in zip(phases, reads, cacheable):
         answered = c and ("soft_ce" not in r or "teacher_logits" in ds.column_names) and (
             not r & LAYER_READERS or layers is not None)
-        chosen[id(phase)] = stand_in if answered else teacher
+        # a phase of logits alone does not read the layer files
+        chosen[id(phase)] = CachedTeacher(teacher.config, layers if r & LAYER_READERS else None) if answered else teacher
     return ds, chosen

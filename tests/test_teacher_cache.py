@@ -133,3 +133,19 @@ def test_phases_get_the_cache_they_can_read(teacher, tokenizer, padded_batch, tm
     _, off = teacher_for_phases(phases, rows_of(padded_batch), teacher, tokenizer, "t", layer_map, LossOptions(),
                                 TrainConfig(cache_teacher_layers=False), tmp_path)
     assert off[id(layers)] is teacher and isinstance(off[id(logits)], CachedTeacher)
+
+
+@pytest.mark.parametrize("weights", [LossWeights(embedding=1.0, hidden=1.0, attention=1.0), LossWeights(soft_ce=1.0)])
+def test_the_benchmarks_reference_loss_matches_the_objective_on_differently_padded_batches(
+        teacher, tokenizer, padded_batch, weights):
+    """The training benchmark's equal-work check: its plain-torch restatement of the losses, on a batch padded
+    to a fixed length, gives the objective's value on the dynamically padded batch."""
+    from distill.bench_train import loss_difference, reference_collate
+
+    rows = list(rows_of(padded_batch))
+    fixed = reference_collate(tokenizer, 32)(rows)
+    assert fixed["input_ids"].shape[1] == 32 > padded_batch["input_ids"].shape[1]
+    objective = Objective(student_for(tokenizer), weights, teacher, LayerMap([1, 3], 2, 4))
+    difference = loss_difference(objective, teacher, padded_batch, fixed)
+    assert set(difference) == {*weights.active(), "total"}
+    assert max(difference.values()) < 1e-5, difference
