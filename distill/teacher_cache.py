@@ -24,6 +24,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from datasets.fingerprint import Hasher
 from transformers import DataCollatorWithPadding
@@ -101,7 +102,8 @@ def build_layer_cache(ds, teacher: FrozenTeacher, tokenizer, identity, layer_map
     if (directory / "meta.json").is_file():
         log.info("teacher layers: reusing the cache at %s", directory)
         return ds, TeacherLayerCache(directory)
-    lengths = np.array([len(ids) for ids in ds["input_ids"]])
+    # lengths straight from arrow: a million augmented rows are not turned into Python lists
+    lengths = pc.list_value_length(ds.with_format("arrow")[:]["input_ids"]).to_numpy().astype(np.int64)
     size = cache_bytes(lengths, len(hidden_layers), cfg.hidden_size, len(score_layers), cfg.num_attention_heads)
     if size > max_gb * 2**30:
         log.warning("teacher layers: a cache would take %.1f GB (> train.teacher_cache.max_gb=%s); the teacher runs "

@@ -62,5 +62,8 @@ def run(cfg) -> dict:
     )
     if run.accelerator.is_main_process:
         runs.save_model(run.accelerator.unwrap_model(student), tokenizer, run.model_dir)
-    extra = {"layer_map": list(layer_map.targets), "init": dataclasses.asdict(init), "student_init": done, "teacher_mlm_head": teacher_mlm}
+    extra = {"layer_map": list(layer_map.targets), "init": dataclasses.asdict(init), "student_init": done,
+             "teacher_mlm_head": teacher_mlm,
+             # per phase: teacher outputs read from the cache, or the teacher run on every step
+             "teacher_outputs": {p.name: "live" if teacher_of[id(p)] is teacher else "cached" for p in phases}}
     return runs.finish(run, runs.summary(cfg, results, parameter_counts(student), extra))

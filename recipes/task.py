@@ -91,6 +91,8 @@ def run(cfg) -> dict:
         "teacher_dir": str(teacher_dir),
         "teacher_params": parameter_counts(teacher.model),
         "layer_map": list(layer_map.targets),
+        # per phase: teacher outputs read from the caches, or the teacher run on every step
+        "teacher_outputs": {p.name: "live" if teacher_of[id(p)] is teacher else "cached" for p in cfg.stage.phases},
         "train_examples": len(data["train"]),
         "augment": augmented.stats if augmented is not None else None,
     }

@@ -48,6 +48,7 @@ def test_teacher_general_task_chain(workspace):
 
     general = run(compose_cfg(workspace, "stage=general"))
     assert general["steps"] == 4 and set(general["losses"]) >= {"embedding", "hidden", "attention"}
+    assert general["teacher_outputs"] == {"general": "cached"}  # a tiny corpus fits the layer cache
 
     task = run(compose_cfg(workspace, "stage=task"))
     run_dir = workspace / "runs" / "task" / "sst2" / "L2_H16_E8_A4_I20_shareall"
@@ -56,6 +57,11 @@ def test_teacher_general_task_chain(workspace):
     for key in ("stage", "task", "steps", "examples_seen", "train_seconds", "train_examples_per_second", "losses", "params", "eval"):
         assert key in metrics, key
     assert metrics["steps"] == 8 and metrics["examples_seen"] == 8 * 8
+    assert metrics["teacher_outputs"] == {"intermediate": "cached", "prediction": "cached"}
+    for phase in metrics["phases"].values():  # training throughput per phase, evaluation and checkpoints apart
+        assert phase["train_examples_per_second"] > 0 and phase["eval_seconds"] >= 0 and phase["checkpoint_seconds"] > 0
+        assert phase["train_seconds"] > 0
+    assert metrics["phases"]["prediction"]["eval_seconds"] > 0 and metrics["phases"]["intermediate"]["eval_seconds"] == 0
     assert set(metrics["losses"]) == {"embedding", "hidden", "attention", "soft_ce", "loss"}
     assert set(metrics["params"]) == {"total", "embedding", "non_embedding", "unique"}
     # picked on a holdout of train, reported on dev (GLUE-style: no test file)
