@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -184,3 +185,77 @@ def test_missing_onnx_packages_are_one_line(student_dir, monkeypatch, capsys):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
     assert export_main(["onnx", str(student_dir)]) == 2
     assert "onnxscript not installed; pip install -e '.[dev]'" in capsys.readouterr().err
+
+
+def _flops_formula(layers, hidden, intermediate, tokens, classes, embedding=None):
+    """The documented count (distill/bench.py): per layer 2(4H^2 + 2HI)T + 2*2*T^2*H, then pooler and classifier
+    on one token; ALBERT adds its E -> H projection, 2*T*E*H."""
+    per_layer = 2 * (4 * hidden**2 + 2 * hidden * intermediate) * tokens + 2 * 2 * tokens**2 * hidden
+    head = 2 * hidden**2 + 2 * hidden * classes
+    mapping = 2 * tokens * embedding * hidden if embedding else 0
+    return layers * per_layer + head + mapping
+
+
+def test_flops_follow_the_documented_formula(student, tiny_dir):
+    import numpy as np
+
+    from distill.bench import flops_per_example
+
+    tokens = 12
+    batch = [{"input_ids": np.full((1, tokens), 7, dtype=np.int64), "attention_mask": np.ones((1, tokens), dtype=np.int64),
+              "token_type_ids": np.zeros((1, tokens), dtype=np.int64)}]
+    teacher = AutoModelForSequenceClassification.from_pretrained(tiny_dir).eval()
+    c = teacher.config
+    assert flops_per_example(teacher, batch)[0] == _flops_formula(c.num_hidden_layers, c.hidden_size, c.intermediate_size,
+                                                                  tokens, c.num_labels)
+    model = student[0]
+    assert flops_per_example(model, batch)[0] == _flops_formula(SHAPE.num_layers, SHAPE.hidden_size, SHAPE.intermediate_size,
+                                                                tokens, 2, embedding=SHAPE.embedding_size)
+
+
+def test_a_larger_model_measures_slower(student_dir, tokenizer, tmp_path):
+    """A sanity check on the timing path: 3 x 256-wide layers against 2 x 16, same inputs, same process."""
+    from distill.bench import benchmark
+
+    big = tmp_path / "big"
+    build_student(StudentShape(num_layers=3, hidden_size=256, embedding_size=64, num_heads=4, intermediate_size=1024,
+                               sharing="none", max_position_embeddings=64), tokenizer, num_labels=2).save_pretrained(big)
+    tokenizer.save_pretrained(big)
+    report = benchmark([str(student_dir), str(big)], length=48, threads=1, repeats=3)
+    rows = {(r["model_dir"], r["batch_size"]): r for r in report["results"]}
+    for batch in (1, 32):
+        assert rows[(str(big), batch)]["median_ms"] > rows[(str(student_dir), batch)]["median_ms"]
+        assert rows[(str(big), batch)]["speedup"] < 1.0
+
+
+def test_onnx_and_int8_predict_what_pytorch_predicts_on_real_sentences(tokenizer, tmp_path):
+    """Agreement of argmax predictions with the PyTorch model on 200 SST-2 dev sentences, for a student whose
+    predictions split those sentences (wider random weights, classifier bias at the median margin)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import onnxruntime as ort
+
+    from distill.export import export_dir, read_tsv
+
+    dev = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "dev.tsv"
+    assert dev.is_file(), f"{dev} is missing: the tests read SST-2 from ../shared beside the repository"
+    texts = read_tsv(dev)[0][:200]
+    torch.manual_seed(2)
+    model = build_student(SHAPE, tokenizer, num_labels=2, initializer_range=0.3).eval()
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="np")
+    inputs = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        logits = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits
+        model.classifier.bias[1] -= (logits[:, 1] - logits[:, 0]).median()
+        expected = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.argmax(-1).numpy()
+    assert 0.3 < expected.mean() < 0.7, "a model predicting one class would agree trivially"
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with contextlib.redirect_stdout(io.StringIO()):
+        export_dir(tmp_path, atol=1e-3, quantize_int8=True)
+    agreement = {}
+    for name in ("model.onnx", "model.int8.onnx"):
+        sess = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+        agreement[name] = float((sess.run(["logits"], inputs)[0].argmax(-1) == expected).mean())
+    assert agreement["model.onnx"] == 1.0, agreement
+    assert agreement["model.int8.onnx"] >= 0.9, agreement

@@ -1,0 +1,109 @@
+"""Apply deliberate bugs to a copy of the project, one at a time, and show the tests catch each.
+
+``python scripts/mutation_check.py [--only NAME] [tests ...]``
+
+For every mutation: copy the project's code, configs and tests into a scratch directory beside the
+repository, change one line, run pytest there on the reference-test files (by default the fast ones
+that recompute numbers independently) and report which tests failed. A mutation that no test
+catches is a hole in the suite: the script exits 1. The unmutated copy must pass first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = [
+    "tests/test_reference_terms.py", "tests/test_losses.py", "tests/test_layer_map.py", "tests/test_metrics.py",
+    "tests/test_teacher_objective.py", "tests/test_teacher_cache.py", "tests/test_task_init.py",
+]
+# (name, file, exact text, replacement): each text occurs exactly once in its file
+MUTATIONS = [
+    ("soft CE with student and teacher swapped", "distill/objective.py",
+     "self.soft_ce(s_logits, t_logits)", "self.soft_ce(t_logits, s_logits)"),
+    ("attention MSE without the padding mask", "distill/losses.py",
+     "        real = mask.bool()\n        valid =", "        real = torch.ones_like(mask).bool()\n        valid ="),
+    ("T instead of T^2", "distill/losses.py",
+     "self.scale = temperature**2 if scale_by_t2 else 1.0", "self.scale = temperature if scale_by_t2 else 1.0"),
+    ("layer map off by one (hidden states)", "distill/layer_map.py",
+     "return [(m, t) for m, t in enumerate(self.targets, start=1)]",
+     "return [(m, t - 1) for m, t in enumerate(self.targets, start=1)]"),
+    ("layer map off by one (attention)", "distill/layer_map.py",
+     "return [(m - 1, t - 1) for m, t in enumerate(self.targets, start=1)]",
+     "return [(m - 1, t - 2) for m, t in enumerate(self.targets, start=1)]"),
+    ("hidden/embedding MSE averaged over padding", "distill/losses.py",
+     "    if mask is None:\n        return F.mse_loss(student, teacher)", "    if True:\n        return F.mse_loss(student, teacher)"),
+    ("cosine averaged over padding", "distill/losses.py",
+     "return (1.0 - cos)[real].mean()", "return (1.0 - cos).mean()"),
+    ("attention scores after softmax", "distill/attention.py",
+     "    return output, scores\n", "    return output, probs\n"),
+    ("masked-LM terms read at every real token", "distill/objective.py",
+     'masked = batch["labels"] != -100', 'masked = batch["attention_mask"].bool()'),
+    ("F1 counted as accuracy", "distill/evaluation.py",
+     '"f1": f1_score,', '"f1": accuracy_score,'),
+    ("cached logits taken from the student's side", "distill/teacher_cache.py",
+     'logits=batch.get("teacher_logits"))', 'logits=batch.get("teacher_logits") * 0)'),
+]
+
+
+def copy_project(dest: Path) -> None:
+    for name in ("distill", "recipes", "conf", "tests"):
+        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", dest / "pyproject.toml")
+
+
+def run_tests(copy: Path, tests: list[str]) -> tuple[int, list[str]]:
+    env = {**os.environ, "PYTHONPATH": str(copy), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    where = subprocess.run([sys.executable, "-c", "import distill; print(distill.__file__)"], cwd=copy, env=env,
+                           capture_output=True, text=True, check=True).stdout.strip()
+    if not where.startswith(str(copy)):
+        raise SystemExit(f"error: the copy is not what imports (distill from {where}); run from a plain venv")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+                         cwd=copy, env=env, capture_output=True, text=True)
+    failed = sorted(set(re.findall(r"^FAILED (\S+?)(?: - |$)", out.stdout, re.M)))
+    return out.returncode, failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("tests", nargs="*", default=TESTS)
+    parser.add_argument("--only", help="run only the mutations whose name contains this")
+    args = parser.parse_args(argv)
+    mutations = [m for m in MUTATIONS if not args.only or args.only in m[0]]
+    with tempfile.TemporaryDirectory(prefix=".mutation-", dir=REPO.parent) as scratch:
+        base = Path(scratch) / "base"
+        copy_project(base)
+        code, failed = run_tests(base, args.tests)
+        if code != 0:
+            print(f"error: the unmutated suite fails ({', '.join(failed) or 'see pytest'}); fix that first")
+            return 2
+        print(f"unmutated: {len(args.tests)} test files pass")
+        survivors = []
+        for name, file, text, replacement in mutations:
+            copy = Path(scratch) / "mutant"
+            shutil.rmtree(copy, ignore_errors=True)
+            copy_project(copy)
+            path = copy / file
+            source = path.read_text()
+            if source.count(text) != 1:
+                raise SystemExit(f"error: mutation '{name}': the text occurs {source.count(text)} times in {file}")
+            path.write_text(source.replace(text, replacement))
+            code, failed = run_tests(copy, args.tests)
+            caught = code != 0
+            if not caught:
+                survivors.append(name)
+            shown = ", ".join(f.split("::")[-1] for f in failed[:3]) + (f" (+{len(failed) - 3} more)" if len(failed) > 3 else "")
+            print(f"{'CAUGHT ' if caught else 'MISSED '} {name} [{file}]: {len(failed)} failing: {shown}")
+    print(f"\n{len(mutations) - len(survivors)}/{len(mutations)} mutations caught")
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
