@@ -1,7 +1,7 @@
 """TinyBERT's data augmentation of a task's training split: batched, cached, reproducible, resumable.
 
 For every training example, up to ``copies`` (N) variants: each eligible word
-(letters only, not a stop word) is replaced with probability ``p`` by one of
+(letters only, not one of TinyBERT's stop words) is replaced with probability ``p`` by one of
 its ``num_candidates`` (M) candidates. Candidates for a single-piece word come
 from the masked-LM head reading ``[CLS] text with the word masked [SEP] text
 [SEP]`` (TinyBERT's input): its top M predictions less sub-word pieces and
@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +48,6 @@ import torch.nn.functional as F
 from datasets import Dataset, Features, Value, concatenate_datasets
 from datasets.fingerprint import Hasher
 from filelock import FileLock
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from tqdm.auto import tqdm
 
 from distill.attention import masked_lm_head
@@ -59,22 +57,38 @@ from distill.teacher import load_tokenizer, resolve_path
 
 log = logging.getLogger("distill")
 
-AUGMENT_VERSION = "1"  # bump when the output for the same settings changes, to invalidate caches
+AUGMENT_VERSION = "2"  # bump when the output for the same settings changes, to invalidate caches
 UNLABELED = -100  # a variant's label: hard-label cross-entropy ignores it, the teacher labels the text
 EXAMPLES_PER_MAP_BATCH = 256  # examples whose masked positions share the length-sorted forwards
-LETTERS = re.compile(r"[^\W\d_]+")  # TinyBERT's [a-z]+, for any alphabet
+# the stop words TinyBERT's data_augmentation.py never replaces (NLTK's English list, as it ships it)
+STOP_WORDS = frozenset([
+    "i", "me", "my", "myself", "we", "our", "ours", "ourselves", "you", "you're", "you've", "you'll", "you'd", "your",
+    "yours", "yourself", "yourselves", "he", "him", "his", "himself", "she", "she's", "her", "hers", "herself", "it",
+    "it's", "its", "itself", "they", "them", "their", "theirs", "themselves", "this", "that", "that'll", "these",
+    "those", "am", "is", "are", "was", "were", "be", "been", "being", "have", "has", "had", "having", "do", "does",
+    "did", "doing", "a", "an", "the", "and", "but", "if", "or", "because", "as", "until", "while", "of", "at", "by",
+    "for", "with", "about", "against", "between", "into", "through", "during", "before", "after", "above", "below",
+    "to", "from", "up", "down", "in", "out", "on", "off", "over", "under", "again", "further", "then", "once", "here",
+    "there", "all", "any", "both", "each", "few", "more", "most", "other", "some", "such", "no", "nor", "not", "only",
+    "own", "same", "so", "than", "too", "very", "s", "t", "can", "will", "just", "don", "don't", "should", "should've",
+    "now", "d", "ll", "m", "o", "re", "ve", "y", "ain", "aren", "aren't", "couldn", "couldn't", "didn", "didn't",
+    "doesn", "doesn't", "hadn", "hadn't", "hasn", "hasn't", "haven", "haven't", "isn", "isn't", "ma", "mightn",
+    "mightn't", "mustn", "mustn't", "needn", "needn't", "shan", "shan't", "shouldn", "shouldn't", "wasn", "wasn't",
+    "weren", "weren't", "won", "won't", "wouldn", "wouldn't", "'s", "'re",
+])
 
 
 def eligible(text: str, skip_stop_words: bool) -> bool:
-    """Whether a word may be replaced: letters only, and not an English stop word (when skipping those)."""
-    return bool(LETTERS.fullmatch(text)) and not (skip_stop_words and text.lower() in ENGLISH_STOP_WORDS)
+    """Whether a word may be replaced: letters only (TinyBERT's [a-z], for any alphabet), and not one of
+    TinyBERT's stop words (when skipping those)."""
+    return text.isalpha() and not (skip_stop_words and text.lower() in STOP_WORDS)
 
 
 def whole_word_pieces(tokenizer, vocab_size: int) -> list[int]:
     """Ids of the vocabulary pieces that are whole words of letters (the neighbour candidates)."""
     special = set(tokenizer.all_special_ids)
     tokens = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
-    return [i for i, t in enumerate(tokens) if i not in special and LETTERS.fullmatch(t or "")]
+    return [i for i, t in enumerate(tokens) if i not in special and (t or "").isalpha()]
 
 
 def predictable_pieces(tokenizer, vocab_size: int) -> list[bool]:

@@ -5,9 +5,16 @@ It follows TinyBERT's ``data_augmentation.py``: words are runs of word pieces (a
 ``##`` continues a word); a single-piece word gets one unbatched masked-LM forward of ``[CLS] text
 with the word masked [SEP] text [SEP]`` (vocabulary logits at every position, as its code
 computes them) and a full-vocabulary argsort; any other word a dot product
-with every candidate vector and an argsort. The eligibility and filtering rules are distill's (letters
-only, stop words skipped, no sub-word or special tokens as candidates), so the two can be compared;
-unlike TinyBERT it runs under ``no_grad``, which would otherwise flatter the batched version further.
+with every candidate vector and an argsort. Its rules are restated here from TinyBERT's code, not
+imported from ``distill.augment``, so a wrong rule there shows up as a disagreement:
+
+- a word is replaced only when ``_is_valid`` (letters only: TinyBERT's ``[a-z]`` after lowercasing,
+  widened to any alphabet as distill documents) and it is not in TinyBERT's ``StopWordsList``;
+- masked-LM candidates drop pieces starting with ``##`` (TinyBERT's ``x.find("##")`` filter) and,
+  where distill deliberately goes further, special tokens ([UNK], [unused7]...), which TinyBERT keeps;
+- a word is not its own neighbour (TinyBERT sets its own distance to -inf).
+
+Unlike TinyBERT it runs under ``no_grad``, which would otherwise flatter the batched version further.
 """
 
 from __future__ import annotations
@@ -15,7 +22,31 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distill.augment import eligible, predictable_pieces, whole_word_pieces
+# TinyBERT's StopWordsList (data_augmentation.py), restated
+TINYBERT_STOP_WORDS = {
+    'i', 'me', 'my', 'myself', 'we', 'our', 'ours', 'ourselves', 'you', "you're", "you've", "you'll", "you'd", 'your',
+    'yours', 'yourself', 'yourselves', 'he', 'him', 'his', 'himself', 'she', "she's", 'her', 'hers', 'herself', 'it',
+    "it's", 'its', 'itself', 'they', 'them', 'their', 'theirs', 'themselves', 'this', 'that', "that'll", 'these',
+    'those', 'am', 'is', 'are', 'was', 'were', 'be', 'been', 'being', 'have', 'has', 'had', 'having', 'do', 'does',
+    'did', 'doing', 'a', 'an', 'the', 'and', 'but', 'if', 'or', 'because', 'as', 'until', 'while', 'of', 'at', 'by',
+    'for', 'with', 'about', 'against', 'between', 'into', 'through', 'during', 'before', 'after', 'above', 'below',
+    'to', 'from', 'up', 'down', 'in', 'out', 'on', 'off', 'over', 'under', 'again', 'further', 'then', 'once', 'here',
+    'there', 'all', 'any', 'both', 'each', 'few', 'more', 'most', 'other', 'some', 'such', 'no', 'nor', 'not', 'only',
+    'own', 'same', 'so', 'than', 'too', 'very', 's', 't', 'can', 'will', 'just', 'don', "don't", 'should', "should've",
+    'now', 'd', 'll', 'm', 'o', 're', 've', 'y', 'ain', 'aren', "aren't", 'couldn', "couldn't", 'didn', "didn't",
+    'doesn', "doesn't", 'hadn', "hadn't", 'hasn', "hasn't", 'haven', "haven't", 'isn', "isn't", 'ma', 'mightn',
+    "mightn't", 'mustn', "mustn't", 'needn', "needn't", 'shan', "shan't", 'shouldn', "shouldn't", 'wasn', "wasn't",
+    'weren', "weren't", 'won', "won't", 'wouldn', "wouldn't", "'s", "'re",
+}
+
+
+def _is_valid(word: str) -> bool:
+    """TinyBERT: ``not re.search('[^a-z]', word.lower())``; here any alphabet's letters."""
+    return word != "" and all(c.isalpha() for c in word)
+
+
+def _is_special(token: str, special: set[str]) -> bool:
+    return token in special or (token.startswith("[") and token.endswith("]"))
 
 
 class ReferenceCandidates:
@@ -24,8 +55,11 @@ class ReferenceCandidates:
         self.skip_stop_words = skip_stop_words
         vocab = tokenizer.convert_ids_to_tokens(list(range(model.config.vocab_size)))
         self.vocab = vocab
-        self.words = whole_word_pieces(tokenizer, model.config.vocab_size)
-        self.predictable = predictable_pieces(tokenizer, model.config.vocab_size)
+        special = set(tokenizer.all_special_tokens)
+        # neighbour candidates: whole words of letters (TinyBERT's GloVe vocabulary holds words, not pieces)
+        self.words = [i for i, t in enumerate(vocab) if t is not None and _is_valid(t) and not _is_special(t, special)]
+        # masked-LM candidates: no sub-word piece (TinyBERT) and no special token (distill's addition)
+        self.predictable = [t is not None and not t.startswith("##") and not _is_special(t, special) for t in vocab]
         self.embeddings = model.get_input_embeddings().weight.detach().float()
         self.unit = F.normalize(self.embeddings[self.words], dim=1)  # TinyBERT's emb_norm
         self.row = {vocab[i]: j for j, i in enumerate(self.words)}
@@ -43,7 +77,7 @@ class ReferenceCandidates:
         out = []
         for ks in words:
             text = "".join(pieces[k].removeprefix("##") for k in ks)
-            if not eligible(text, self.skip_stop_words):
+            if not _is_valid(text) or (self.skip_stop_words and text.lower() in TINYBERT_STOP_WORDS):
                 continue
             if self.use_mlm and len(ks) == 1 and ks[0] < max_pieces:
                 candidates = self.masked_lm(pieces[:max_pieces], ks[0])

@@ -24,7 +24,8 @@ TESTS = [
     "tests/test_reference_terms.py", "tests/test_losses.py", "tests/test_layer_map.py", "tests/test_metrics.py",
     "tests/test_teacher_objective.py", "tests/test_teacher_cache.py", "tests/test_task_init.py",
 ]
-# (name, file, exact text, replacement): each text occurs exactly once in its file
+AUGMENT_TESTS = ["tests/test_augment.py::test_batched_candidates_equal_the_one_forward_per_word_reference"]
+# (name, file, exact text, replacement[, tests]): each text occurs exactly once in its file
 MUTATIONS = [
     ("soft CE with student and teacher swapped", "distill/objective.py",
      "self.soft_ce(s_logits, t_logits)", "self.soft_ce(t_logits, s_logits)"),
@@ -48,8 +49,12 @@ MUTATIONS = [
      'masked = batch["labels"] != -100', 'masked = batch["attention_mask"].bool()'),
     ("F1 counted as accuracy", "distill/evaluation.py",
      '"f1": f1_score,', '"f1": accuracy_score,'),
-    ("cached logits taken from the student's side", "distill/teacher_cache.py",
+    ("cached teacher logits zeroed", "distill/teacher_cache.py",
      'logits=batch.get("teacher_logits"))', 'logits=batch.get("teacher_logits") * 0)'),
+    ("augmentation replaces stop words", "distill/augment.py",
+     "text.lower() in STOP_WORDS)", "text.lower() in ())", AUGMENT_TESTS),
+    ("augmentation proposes sub-word pieces", "distill/augment.py",
+     'and not t.startswith("##") and', "and", AUGMENT_TESTS),
 ]
 
 
@@ -80,13 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix=".mutation-", dir=REPO.parent) as scratch:
         base = Path(scratch) / "base"
         copy_project(base)
-        code, failed = run_tests(base, args.tests)
+        code, failed = run_tests(base, sorted({*args.tests, *AUGMENT_TESTS}))
         if code != 0:
             print(f"error: the unmutated suite fails ({', '.join(failed) or 'see pytest'}); fix that first")
             return 2
-        print(f"unmutated: {len(args.tests)} test files pass")
+        print(f"unmutated: the {len(args.tests)} test files and the augmentation parity test pass")
         survivors = []
-        for name, file, text, replacement in mutations:
+        for name, file, text, replacement, *only in mutations:
+            tests = only[0] if only else args.tests
             copy = Path(scratch) / "mutant"
             shutil.rmtree(copy, ignore_errors=True)
             copy_project(copy)
@@ -95,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             if source.count(text) != 1:
                 raise SystemExit(f"error: mutation '{name}': the text occurs {source.count(text)} times in {file}")
             path.write_text(source.replace(text, replacement))
-            code, failed = run_tests(copy, args.tests)
+            code, failed = run_tests(copy, tests)
             caught = code != 0
             if not caught:
                 survivors.append(name)

@@ -58,7 +58,7 @@ def test_batched_candidates_equal_the_one_forward_per_word_reference(ws, tmp_pat
         assert [(w.text, c) for w, c in found] == reference(sentence), sentence
     words = {w.text for found in batched for w, _ in found}
     assert {"movie", "good", "films", "boring", "plot"} <= words  # "films" is two pieces (film ##s)
-    assert not words & {"the", "was", "very", "and", "but", "it", "is", "one", "two", "three", ","}  # stop words, punctuation
+    assert not words & {"the", "was", "very", "and", "but", "it", "is", ","}  # TinyBERT's stop words, punctuation
     if use_mlm:
         ranked = [c for found in batched for w, c in found if len(w.piece_ids) == 1]
         assert all(not t.startswith("##") and not t.startswith("[") for c in ranked for t in c)
@@ -102,7 +102,7 @@ def test_variants_change_only_eligible_words_and_carry_no_label(ws, tmp_path):
         a, b = original.split(), sentence.split()
         assert len(a) == len(b)  # one word for one word, the spacing kept
         for x, y in zip(a, b):
-            assert x == y or x not in {"the", "was", "very", "and", "it", "is", "one", "two", "three"}
+            assert x == y or x not in {"the", "was", "very", "and", "it", "is"}
     per_source = {}
     for sentence, _, source in variants:
         per_source.setdefault(source, []).append(sentence)

@@ -95,10 +95,19 @@ def reference_terms(objective, student, teacher_model, batch, t_logits=None, s_l
     return ref
 
 
+def sharpen(model):
+    """Random tiny classifiers give near-uniform outputs, on which soft CE barely depends on which side is
+    which: a wider classifier gives distributions that differ between rows and models."""
+    with torch.no_grad():
+        model.classifier.weight.mul_(40.0)
+        model.classifier.bias.add_(torch.tensor([0.5, -0.5]))
+    return model
+
+
 @pytest.fixture
 def models(tiny_dir, tokenizer):
-    teacher = FrozenTeacher(load_model(str(tiny_dir), head="sequence_classification"))
-    return teacher, student_for(tokenizer)
+    teacher = FrozenTeacher(sharpen(load_model(str(tiny_dir), head="sequence_classification")))
+    return teacher, sharpen(student_for(tokenizer))
 
 
 @pytest.mark.parametrize("temperature,t2", [(1.0, False), (2.0, False), (3.0, True)])
@@ -109,8 +118,12 @@ def test_every_term_equals_its_independent_formula(models, tiny_dir, padded_batc
                           LossOptions(temperature=temperature, scale_by_t2=t2)).eval()
     with torch.no_grad():
         total, terms = objective(padded_batch)
-        expected = reference_terms(objective, student, eager(AutoModelForSequenceClassification.from_pretrained(tiny_dir)),
-                                   padded_batch, temperature=temperature, t2=t2)
+        reference_teacher = sharpen(AutoModelForSequenceClassification.from_pretrained(tiny_dir))
+        expected = reference_terms(objective, student, eager(reference_teacher), padded_batch, temperature=temperature, t2=t2)
+        # the batch can tell the sides of soft CE apart: the distributions differ by a clear margin
+        z_s, z_t = student(**{k: v for k, v in padded_batch.items() if k != "labels"}).logits, reference_teacher(
+            **{k: v for k, v in padded_batch.items() if k != "labels"}).logits
+        assert (z_s.softmax(-1) - z_t.softmax(-1)).abs().max() > 0.1
     assert set(terms) == set(expected)
     for name, value in expected.items():
         torch.testing.assert_close(terms[name], value, atol=1e-5, rtol=1e-5, msg=f"term {name}")
