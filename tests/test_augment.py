@@ -47,12 +47,13 @@ def rows(ds) -> list[tuple]:
     return list(zip(ds["sentence"], ds["label"], ds["source"]))
 
 
-@pytest.mark.parametrize("model_dir, use_mlm", [("mlm", True), ("base", False)])
-def test_batched_candidates_equal_the_one_forward_per_word_reference(ws, tmp_path, model_dir, use_mlm):
-    augmenter = build_augmenter(aug_cfg(ws, tmp_path, model=str(ws / model_dir)), ["sentence"])
+@pytest.mark.parametrize("model_dir, use_mlm, m", [("mlm", True, 5), ("base", False, 5), ("mlm", True, 60)])
+def test_batched_candidates_equal_the_one_forward_per_word_reference(ws, tmp_path, model_dir, use_mlm, m):
+    # m=60 of a 63-entry vocabulary: the ranking reaches sub-word pieces and special tokens, which both must drop
+    augmenter = build_augmenter(aug_cfg(ws, tmp_path, model=str(ws / model_dir), num_candidates=m), ["sentence"])
     assert (augmenter.mlm is not None) == use_mlm
     model = augmenter.mlm.model if use_mlm else AutoModel.from_pretrained(ws / model_dir)
-    reference = ReferenceCandidates(model, augmenter.tokenizer, 5, use_mlm)
+    reference = ReferenceCandidates(model, augmenter.tokenizer, m, use_mlm)
     batched = augmenter.candidates(SENTENCES)
     for sentence, found in zip(SENTENCES, batched):
         assert [(w.text, c) for w, c in found] == reference(sentence), sentence
