@@ -1,4 +1,4 @@
-"""``python -m distill stage=<teacher|general|augment|task> [task=...] [student=...] [key=value ...]``."""
+"""``python -m distill stage=<teacher|general|augment|task|eval> [task=...] [student=...] [key=value ...]``."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ log = logging.getLogger("distill")
 def recipes():
     # imported lazily: `--help` and `--cfg job` stay fast
     from recipes import augment, general, task, teacher
+    from recipes import eval as eval_stage
 
-    return {"teacher": teacher.run, "general": general.run, "augment": augment.run, "task": task.run}
+    return {"teacher": teacher.run, "general": general.run, "augment": augment.run, "task": task.run, "eval": eval_stage.run}
 
 
 def run(cfg: DictConfig | Config) -> dict:

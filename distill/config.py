@@ -188,6 +188,19 @@ class BenchConfig:
 
 
 @dataclass
+class EvalConfig:
+    """What ``stage=eval`` scores the saved model ``model`` on."""
+
+    # the task's splits to score (train, dev, test); empty: the task's held-out report split
+    splits: list[str] = field(default_factory=list)
+    # extra labelled files in the task's format (columns, labels), each scored on its own
+    files: list[str] = field(default_factory=list)
+
+
+EVAL_SPLITS = ("train", "dev", "test")
+
+
+@dataclass
 class AugmentConfig:
     """TinyBERT's data augmentation of the task's training split (distill/augment.py).
 
@@ -230,6 +243,9 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # the saved classifier stage=eval scores (any model directory a run or distill.export wrote)
+    model: str | None = None
     runs_root: str = "runs"
     # where this run writes (set per stage in conf/stage/*.yaml)
     run_dir: str = "${runs_root}/${stage.name}"
@@ -246,8 +262,19 @@ def student_tag(student) -> str:
     return StudentShape(**OmegaConf.to_container(student, resolve=True)).tag()
 
 
+def model_tag(path) -> str:
+    """A run-directory name for a saved model: runs/task/sst2/L4_.../model -> sst2_L4_... (the two parts above
+    a trailing 'model')."""
+    parts = [part for part in Path(str(path)).parts if part not in ("/", ".", "..")]
+    if parts and parts[-1] == "model":
+        parts = parts[:-1]
+    return "_".join(parts[-2:]) or "model"
+
+
 if not OmegaConf.has_resolver("student_tag"):
     OmegaConf.register_new_resolver("student_tag", student_tag)
+if not OmegaConf.has_resolver("model_tag"):
+    OmegaConf.register_new_resolver("model_tag", model_tag)
 
 ConfigStore.instance().store(name="schema", node=Config)
 
@@ -299,8 +326,8 @@ def problems(cfg: Config) -> list[str]:
         out += augment_problems(cfg.augment)
     if cfg.augment.enabled and cfg.stage.name not in ("task", "augment"):
         out.append(f"augment.enabled=true applies to stage=task (the teacher labels the variants), not stage={cfg.stage.name}")
-    # stage=augment builds data only: it has no phases
-    if not cfg.stage.phases and cfg.stage.name != "augment":
+    # stage=augment builds data and stage=eval scores a model: neither has phases
+    if not cfg.stage.phases and cfg.stage.name not in ("augment", "eval"):
         out.append(f"stage.phases is empty for stage '{cfg.stage.name}'; a stage needs at least one phase")
     for i, phase in enumerate(cfg.stage.phases):
         where = f"stage.phases[{i}] ({phase.name})"
@@ -316,6 +343,8 @@ def problems(cfg: Config) -> list[str]:
             out.append(f"{where}.weights are all 0; turn on at least one loss term")
         if any(getattr(phase.weights, f.name) < 0 for f in fields(phase.weights)):
             out.append(f"{where}.weights: loss weights must be >= 0")
+    if cfg.stage.name == "eval":
+        out += eval_problems(cfg)
     if cfg.stage.loss.temperature <= 0:
         out.append(f"stage.loss.temperature={cfg.stage.loss.temperature} must be > 0")
     if cfg.stage.loss.teacher_mlm not in ("auto", "required"):
@@ -387,6 +416,23 @@ def problems(cfg: Config) -> list[str]:
         out.append(f"corpus.packing='{corpus.packing}' is unknown; use one of {', '.join(PACKING)}")
     if cfg.stage.name == "general" and not (corpus.fetch or corpus.files or corpus.hub_name or corpus.include_task):
         out.append("corpus: no source is set; give corpus.files, corpus.fetch, corpus.hub_name or corpus.include_task=true")
+    return out
+
+
+def eval_problems(cfg: Config) -> list[str]:
+    out = []
+    if not cfg.model:
+        out.append("stage=eval needs model=<a saved model directory>, e.g. model=runs/task/sst2/<student>/model")
+    elif not (Path(cfg.model) / "config.json").is_file():
+        out.append(f"model={cfg.model} is not a saved model directory (no config.json); point it at a run's model/ directory")
+    for split in cfg.eval.splits:
+        if split not in EVAL_SPLITS:
+            out.append(f"eval.splits: '{split}' is unknown; use {', '.join(EVAL_SPLITS)}")
+        elif split == "test" and not (cfg.task.test_file or cfg.task.hub.test_split):
+            out.append(f"eval.splits: task '{cfg.task.name}' has no labelled test split; set task.test_file or leave test out")
+    for name in cfg.eval.files:
+        if not Path(name).is_file():
+            out.append(f"eval.files: {name} does not exist; give paths of labelled files in the task's format")
     return out
 
 

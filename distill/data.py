@@ -113,6 +113,15 @@ def _validate(ds: Dataset, task: TaskConfig, where: str, first_line: int | None)
     return ds.add_column("label", ids)
 
 
+def load_labelled_file(path: str | Path, task: TaskConfig) -> Dataset:
+    """A labelled file in the task's format (its columns, label names, encoding), checked like the task's own."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path} does not exist; give the path of a labelled file in task '{task.name}''s format")
+    ds, first_line = _read_file(path, task)
+    return _validate(ds, task, str(path), first_line)
+
+
 def path_identity(path: str | None):
     """What identifies a model directory or file for a cache: names, sizes and modification times."""
     if path is None:

@@ -15,10 +15,14 @@ COMBOS = [(stage, group, option) for stage in GROUPS["stage"] for group in ("tas
 
 @pytest.mark.parametrize("stage, group, option", COMBOS)
 def test_every_config_composes_with_every_stage(stage, group, option, tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")  # what stage=eval scores
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[f"stage={stage}", f"{group}={option}", f"task.data_dir={tmp_path}"])
+        cfg = compose("config", overrides=[f"stage={stage}", f"{group}={option}", f"task.data_dir={tmp_path}",
+                                           f"model={tmp_path / 'model'}"])
     obj = OmegaConf.to_object(cfg)
-    assert obj.stage.name in stage and (obj.stage.phases or obj.stage.name == "augment")  # augment builds data only
+    # augment builds data and eval scores a model: no phases
+    assert obj.stage.name in stage and (obj.stage.phases or obj.stage.name in ("augment", "eval"))
     found = [p for p in problems(obj) if "does not exist" not in p]  # tmp_path has no data files
     assert not found, found
     assert obj.run_dir.startswith("runs/" + obj.stage.name)
