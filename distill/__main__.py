@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -33,11 +35,36 @@ def run(cfg: DictConfig | Config) -> dict:
     return stages[cfg.stage.name](cfg)
 
 
+def _sweep_member() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def skip_member(cfg: DictConfig, err: Exception) -> None:
+    """A sweep member that cannot be built (bad shape, ...): ``skipped.json`` in its run directory says why,
+    for ``distill.report``, and the sweep goes on with the other members."""
+    from hydra.core.hydra_config import HydraConfig
+
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    reason = " ".join(str(err).splitlines())
+    (run_dir / "skipped.json").write_text(json.dumps({"reason": reason, "overrides": list(HydraConfig.get().overrides.task)}) + "\n")
+    print(f"skipped: {reason}", file=sys.stderr)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except (ConfigError, FetchError) as err:
+    except ConfigError as err:
+        if _sweep_member():
+            return skip_member(cfg, err)
+        for line in str(err).splitlines():
+            print(f"error: {line}", file=sys.stderr)
+        sys.exit(2)
+    except FetchError as err:
         # bad input is the user's to fix: say what and how, no stack trace
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)

@@ -1,0 +1,239 @@
+"""How small can the student be? A sweep's runs as a table and a plot.
+
+``python -m distill.report <runs dir> [--out DIR]``
+
+Reads every task-stage ``metrics.json`` under the directory (each a sweep member or any other
+distillation run) and every ``skipped.json`` (a member that could not be built, with the reason),
+and writes ``report.md``, ``report.csv`` and ``report.png`` into ``--out`` (default: the directory):
+
+- one row per member: student shape, sharing, how it was initialised, total / non-embedding /
+  unique parameters, CPU latency at batch 1 and 32, speed-up over the teacher, the held-out metric
+  (on the split that chose nothing), % of the teacher's, training time, and whether the member is
+  Pareto-optimal (no other member is at least as fast, or as small, and at least as good);
+- the plot: held-out metric against CPU latency at batch 32 and against unique parameters, the
+  Pareto front joined and marked, the teacher as a reference point.
+
+Latencies are by default the task stage's own measurement (``distill.bench``: the member and its
+teacher in one process, the same thread count, batch sizes and held-out sentences for every member),
+taken in separate processes at different times, so about 10% of run-to-run noise separates members.
+``--bench SENTENCES.tsv`` measures the teacher and every member again in this one process on those
+sentences (``distill.bench.benchmark``), so their ratios compare directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = ["run", "student", "sharing", "init", "params_total", "params_non_embedding", "params_unique",
+           "latency_ms_b1", "latency_ms_b32", "speedup_b1", "speedup_b32", "metric", "heldout", "reported_on",
+           "teacher_heldout", "pct_of_teacher", "train_seconds", "pareto_latency", "pareto_params"]
+
+
+def _init(m: dict) -> str:
+    init = m.get("student_init") or {}
+    if "general_student" in init:
+        return "general student"
+    parts = []
+    if init.get("teacher_layers"):  # per student layer group, the teacher layers it was copied from
+        parts.append("layers " + "/".join("+".join(map(str, g)) for g in init["teacher_layers"]))
+    parts += [f"{k} {init[k]}" for k in ("embedding", "head") if init.get(k) and init[k] != "random"]
+    return ", ".join(parts) or "random"
+
+
+def _short(tag: str) -> str:
+    """L3_H384_E384_A12_I768_noshare -> L3_H384_I768_noshare: the plot's point labels."""
+    return "_".join(part for part in tag.split("_") if not part.startswith(("E", "A")))
+
+
+def member(path: Path, root: Path) -> dict | None:
+    """One row from a task run's metrics.json (None for other stages)."""
+    m = json.loads(path.read_text())
+    if m.get("stage") != "task" or "eval" not in m:
+        return None
+    metric = next(iter(m["eval"]["student"]))
+    heldout, teacher = m["eval"]["student"][metric], m["eval"]["teacher"][metric]
+    latency, speedup = m.get("latency_ms") or {}, m.get("speedup") or {}
+    bench = path.parent / "bench.json"
+    teacher_latency = {}
+    if bench.is_file():
+        report = json.loads(bench.read_text())
+        teacher_latency = {f"b{r['batch_size']}": r["median_ms"] for r in report["results"]
+                           if r["model_dir"] == report["reference"] and r["engine"] == "torch"}
+    return {
+        "run": str(path.parent.relative_to(root)), "student": m["student"],
+        "sharing": m["student"].rsplit("_", 1)[-1], "init": _init(m),
+        "params_total": m["params"]["total"], "params_non_embedding": m["params"]["non_embedding"],
+        "params_unique": m["params"]["unique"],
+        "latency_ms_b1": latency.get("torch_batch1"), "latency_ms_b32": latency.get("torch_batch32"),
+        "speedup_b1": speedup.get("torch_batch1"), "speedup_b32": speedup.get("torch_batch32"),
+        "metric": metric, "heldout": heldout, "reported_on": m["eval"]["reported_on"], "teacher_heldout": teacher,
+        "pct_of_teacher": 100 * heldout / teacher if teacher else None, "train_seconds": m["train_seconds"],
+        "_teacher_params": (m.get("teacher_params") or {}).get("unique"), "_teacher_latency": teacher_latency,
+    }
+
+
+def pareto(rows: list[dict], cost: str) -> set[int]:
+    """Indices of rows no other row dominates: cost <= and heldout >=, one of them strictly."""
+    front = set()
+    for i, r in enumerate(rows):
+        if r[cost] is None:
+            continue
+        dominated = any(
+            o[cost] is not None and o[cost] <= r[cost] and o["heldout"] >= r["heldout"]
+            and (o[cost] < r[cost] or o["heldout"] > r["heldout"])
+            for j, o in enumerate(rows) if j != i
+        )
+        if not dominated:
+            front.add(i)
+    return front
+
+
+def _ranked(rows: list[dict]) -> tuple[list[dict], None]:
+    """Sorted by batch-32 latency, with the Pareto flags."""
+    rows.sort(key=lambda r: (r["latency_ms_b32"] is None, r["latency_ms_b32"] or 0))
+    for cost, key in (("latency_ms_b32", "pareto_latency"), ("params_unique", "pareto_params")):
+        front = pareto(rows, cost)
+        for i, r in enumerate(rows):
+            r[key] = i in front
+    return rows, None
+
+
+def collect(root: Path) -> tuple[list[dict], list[dict]]:
+    rows, _ = _ranked([r for p in sorted(root.rglob("metrics.json")) if (r := member(p, root)) is not None])
+    skipped = [{"run": str(p.parent.relative_to(root)), **json.loads(p.read_text())} for p in sorted(root.rglob("skipped.json"))]
+    return rows, skipped
+
+
+def _fmt(value, digits=2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(rows: list[dict], skipped: list[dict]) -> str:
+    header = ["Run", "Student", "Init", "Params (total / non-emb / unique)", "CPU ms b1", "CPU ms b32",
+              "Speed-up b1 / b32", "Held-out", "% of teacher", "Train s", "Pareto (latency / params)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["run"], r["student"], r["init"],
+            f"{r['params_total'] / 1e6:.2f}M / {r['params_non_embedding'] / 1e6:.2f}M / {r['params_unique'] / 1e6:.2f}M",
+            _fmt(r["latency_ms_b1"]), _fmt(r["latency_ms_b32"]),
+            f"{_fmt(r['speedup_b1'])}x / {_fmt(r['speedup_b32'])}x",
+            f"{r['metric']} {100 * r['heldout']:.2f} ({r['reported_on']})", _fmt(r["pct_of_teacher"], 1),
+            _fmt(r["train_seconds"], 0),
+            " / ".join("yes" if r[k] else "-" for k in ("pareto_latency", "pareto_params")),
+        ]) + " |")
+    if skipped:
+        lines += ["", "Skipped members:", *(f"- {s['run']}: {s['reason']}" for s in skipped)]
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    panels = [("latency_ms_b32", "pareto_latency", "CPU latency at batch 32 (ms, median)", "_teacher_latency"),
+              ("params_unique", "pareto_params", "unique parameters (millions)", "_teacher_params")]
+    metric = rows[0]["metric"] if rows else "metric"
+    for ax, (cost, flag, label, teacher_key) in zip(axes, panels):
+        scale = 1e6 if cost == "params_unique" else 1.0
+        points = [r for r in rows if r[cost] is not None]
+        ax.scatter([r[cost] / scale for r in points], [100 * r["heldout"] for r in points], color="tab:blue",
+                   label="student")
+        front = sorted((r for r in points if r[flag]), key=lambda r: r[cost])
+        ax.plot([r[cost] / scale for r in front], [100 * r["heldout"] for r in front], color="tab:orange",
+                marker="o", label="Pareto front")
+        for r in points:
+            ax.annotate(_short(r["student"]), (r[cost] / scale, 100 * r["heldout"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+        teacher = [(r[teacher_key], r["teacher_heldout"]) for r in rows if r[teacher_key]]
+        if teacher:
+            cost_t = teacher[0][0]["b32"] if isinstance(teacher[0][0], dict) else teacher[0][0] / scale
+            if cost_t is not None:
+                ax.scatter([cost_t], [100 * teacher[0][1]], marker="*", s=160, color="tab:red", label="teacher")
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"held-out {metric} (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Students of one sweep: held-out {metric} against cost")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def remeasure(rows: list[dict], root: Path, texts: list[str], threads: int, repeats: int) -> None:
+    """Teacher and members timed in this one process (the teacher first: the speed-up reference)."""
+    from distill.bench import benchmark
+
+    teachers = {json.loads((root / r["run"] / "metrics.json").read_text())["teacher_dir"] for r in rows}
+    if len(teachers) != 1:
+        raise FileNotFoundError(f"--bench needs one teacher across the runs, found {sorted(teachers)}")
+    teacher = teachers.pop()
+    dirs = [str(root / r["run"] / "model") for r in rows]
+    report = benchmark([teacher, *dirs], texts=texts, threads=threads, repeats=repeats)
+    timing = {(x["model_dir"], x["batch_size"]): x for x in report["results"] if x["engine"] == "torch"}
+    for r, d in zip(rows, dirs):
+        for b in (1, 32):
+            r[f"latency_ms_b{b}"], r[f"speedup_b{b}"] = timing[(d, b)]["median_ms"], timing[(d, b)]["speedup"]
+        r["_teacher_latency"] = {f"b{b}": timing[(teacher, b)]["median_ms"] for b in (1, 32)}
+
+
+def write_report(root: str | Path, out: str | Path | None = None, bench_texts: list[str] | None = None,
+                 threads: int = 2, repeats: int = 10) -> dict[str, Path]:
+    root = Path(root)
+    out = Path(out) if out else root
+    rows, skipped = collect(root)
+    if bench_texts is not None and rows:
+        remeasure(rows, root, bench_texts, threads, repeats)
+        rows, _ = _ranked(rows)
+    if not rows and not skipped:
+        raise FileNotFoundError(f"{root}: no task-stage metrics.json or skipped.json below it; point it at a sweep directory")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "report.md", "csv": out / "report.csv", "png": out / "report.png"}
+    paths["md"].write_text(markdown(rows, skipped))
+    with paths["csv"].open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, paths["png"])
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m distill.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", help="a sweep (or runs) directory")
+    parser.add_argument("--out", help="where report.md/.csv/.png go (default: the directory)")
+    parser.add_argument("--bench", metavar="TSV", help="time the teacher and every member again in this process on "
+                        "this file's sentences (sentence<TAB>label), so their latencies compare directly")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+    try:
+        texts = None
+        if args.bench:
+            from distill.export import read_tsv
+
+            texts = read_tsv(args.bench)[0]
+        paths = write_report(args.root, args.out, texts, args.threads, args.repeats)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(paths["md"].read_text())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

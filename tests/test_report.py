@@ -1,0 +1,85 @@
+"""A sweep over student shapes: members that cannot be built are skipped with their reason, and
+``distill.report`` turns the rest into a table, a CSV and a plot."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distill.__main__ import run
+from distill.report import pareto, write_report
+from distill.testing import write_tiny_workspace
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_pipeline import compose_cfg, overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_pareto_front_by_hand():
+    rows = [{"cost": 1.0, "heldout": 0.70}, {"cost": 2.0, "heldout": 0.80}, {"cost": 3.0, "heldout": 0.75},
+            {"cost": 2.0, "heldout": 0.80}, {"cost": 4.0, "heldout": 0.90}, {"cost": None, "heldout": 0.99}]
+    # (3, 0.75) is beaten by (2, 0.80); equal points do not dominate each other; no cost, no place
+    assert pareto(rows, "cost") == {0, 1, 3, 4}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    ws = write_tiny_workspace(tmp_path_factory.mktemp("sweep"), 96, 24, {"teacher": "base"})
+    run(compose_cfg(ws, "stage=teacher"))
+    sweep_dir = ws / "sweep"
+    # 2 depths x 2 head counts: 3 heads do not divide the width 16, so those two members are skipped
+    args = overrides(ws, "stage=task", "student.num_layers=1,2", "student.num_heads=4,3",
+                     f"hydra.sweep.dir={sweep_dir}", "run_dir=${hydra:runtime.output_dir}")
+    done = subprocess.run([sys.executable, "-m", "distill", "-m", *args], cwd=REPO, capture_output=True, text=True,
+                          env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin",
+                               "HOME": str(Path.home())})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return sweep_dir, done
+
+
+def test_a_sweep_skips_what_cannot_be_built_and_runs_the_rest(sweep):
+    sweep_dir, done = sweep
+    finished = sorted(p.parent.name for p in sweep_dir.glob("*/metrics.json"))
+    skipped = {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/skipped.json")}
+    assert len(finished) == 2 and len(skipped) == 2
+    for entry in skipped.values():
+        assert "student.hidden_size=16 is not divisible by student.num_heads=3" in entry["reason"]
+        assert "student.num_heads=3" in entry["overrides"]
+    assert "skipped: " in done.stderr
+
+
+def test_the_report_has_a_row_per_member_a_csv_and_a_plot(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    paths = write_report(sweep_dir, tmp_path)
+    with paths["csv"].open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["student"] for r in rows) == ["L1_H16_E8_A4_I20_shareall", "L2_H16_E8_A4_I20_shareall"]
+    for r in rows:
+        metrics = json.loads((sweep_dir / r["run"] / "metrics.json").read_text())
+        assert float(r["heldout"]) == metrics["eval"]["student"]["accuracy"]
+        assert float(r["latency_ms_b32"]) == metrics["latency_ms"]["torch_batch32"] > 0
+        assert int(r["params_unique"]) == metrics["params"]["unique"]
+        assert float(r["pct_of_teacher"]) == pytest.approx(
+            100 * metrics["eval"]["student"]["accuracy"] / metrics["eval"]["teacher"]["accuracy"])
+    assert any(r["pareto_latency"] == "True" for r in rows)
+    table = paths["md"].read_text()
+    assert table.count("| ") > 2 and "Skipped members:" in table and "not divisible by student.num_heads=3" in table
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths["png"].stat().st_size > 10_000
+
+
+def test_the_report_can_time_every_member_in_one_process(sweep, tmp_path):
+    sweep_dir, _ = sweep
+    paths = write_report(sweep_dir, tmp_path, bench_texts=["a good movie", "bad", "the plot was dull and slow"] * 4,
+                         threads=1, repeats=2)
+    with paths["csv"].open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    for r in rows:  # re-measured in this process (distill.bench computes each speed-up against the teacher)
+        assert float(r["latency_ms_b1"]) > 0 and float(r["speedup_b1"]) > 0
+    b32 = sorted(float(r["latency_ms_b32"]) for r in rows)
+    assert [r["pareto_latency"] for r in sorted(rows, key=lambda r: float(r["latency_ms_b32"]))][0] == "True"
+    assert b32[0] <= b32[1]
