@@ -8,7 +8,7 @@ read back per batch, padded to the batch's length. The directory is keyed by the
 fingerprint (which holds the tokenizer and max length), the teacher's files, the mapped layers
 and ``CACHE_VERSION``: a change of any of them writes a new cache, and the members of a sweep with
 the same teacher, data and layer map share one. Its size is computed from the token counts and
-printed before anything is written; ``train.teacher_cache.max_gb`` caps it.
+printed before anything is written; ``train.teacher_cache_max_gb`` caps it.
 
 Only the masked (default) losses read the cache: they never look at padded positions, which it
 does not store. TinyBERT-compatible mode (``stage.loss.tinybert_compat``) scores padding too and
@@ -27,6 +27,8 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 from datasets.fingerprint import Hasher
+from filelock import FileLock
+from filelock import FileLock
 from transformers import DataCollatorWithPadding
 
 from distill.attention import Intermediates
@@ -95,20 +97,31 @@ def build_layer_cache(ds, teacher: FrozenTeacher, tokenizer, identity, layer_map
     """``ds`` with an ``example_index`` column and the cache of its mapped teacher outputs (built unless it
     exists); None, saying why, when the cache would exceed ``max_gb``."""
     hidden_layers, score_layers = mapped_layers(layer_map)
-    cfg = teacher.config
     key = Hasher.hash((ds._fingerprint, identity, hidden_layers, score_layers, CACHE_VERSION))
     directory = Path(root) / f"teacher_layers-{key}"
     ds = ds.add_column(INDEX_COLUMN, list(range(len(ds))), new_fingerprint=Hasher.hash((ds._fingerprint, INDEX_COLUMN)))
-    if (directory / "meta.json").is_file():
-        log.info("teacher layers: reusing the cache at %s", directory)
-        return ds, TeacherLayerCache(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    # one writer: the other processes of a multi-process run (or sweep members started together) wait, then read
+    with FileLock(str(directory) + ".lock"):
+        if (directory / "meta.json").is_file():
+            log.info("teacher layers: reusing the cache at %s", directory)
+        elif not _write_layer_cache(ds, teacher, tokenizer, identity, layer_map, directory, max_gb, batch_size):
+            return None
+    return ds, TeacherLayerCache(directory)
+
+
+def _write_layer_cache(ds, teacher: FrozenTeacher, tokenizer, identity, layer_map: LayerMap, directory: Path,
+                       max_gb: float, batch_size: int) -> bool:
+    """Write the cache into ``directory``; False, saying why, when it would exceed ``max_gb``."""
+    hidden_layers, score_layers = mapped_layers(layer_map)
+    cfg = teacher.config
     # lengths straight from arrow: a million augmented rows are not turned into Python lists
     lengths = pc.list_value_length(ds.with_format("arrow")[:]["input_ids"]).to_numpy().astype(np.int64)
     size = cache_bytes(lengths, len(hidden_layers), cfg.hidden_size, len(score_layers), cfg.num_attention_heads)
     if size > max_gb * 2**30:
-        log.warning("teacher layers: a cache would take %.1f GB (> train.teacher_cache.max_gb=%s); the teacher runs "
+        log.warning("teacher layers: a cache would take %.1f GB (> train.teacher_cache_max_gb=%s); the teacher runs "
                     "on every step instead", size / 2**30, max_gb)
-        return None
+        return False
     log.warning("teacher layers: caching %d examples' mapped outputs (%.2f GB, float16) in %s",
                 len(ds), size / 2**30, directory)
     partial = directory.with_name(directory.name + ".partial")
@@ -144,7 +157,7 @@ def build_layer_cache(ds, teacher: FrozenTeacher, tokenizer, identity, layer_map
         "teacher": str(identity), "version": CACHE_VERSION,
     }) + "\n")
     os.replace(partial, directory)  # whole or absent: an interrupted build is rebuilt
-    return ds, TeacherLayerCache(directory)
+    return True
 
 
 class CachedTeacher:
