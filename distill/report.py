@@ -1,6 +1,6 @@
-"""How small can the student be? A sweep's runs as a table and a plot.
+"""How small can the student be? A sweep's (or any runs directory's) runs as a table and a plot.
 
-``python -m distill.report <runs dir> [--out DIR]``
+``python -m distill.report <runs dir> [--out DIR] [--bench SENTENCES.tsv]``
 
 Reads every task-stage ``metrics.json`` under the directory (each a sweep member or any other
 distillation run) and every ``skipped.json`` (a member that could not be built, with the reason),
@@ -11,7 +11,9 @@ and writes ``report.md``, ``report.csv`` and ``report.png`` into ``--out`` (defa
   (on the split that chose nothing), % of the teacher's, training time, and whether the member is
   Pareto-optimal (no other member is at least as fast, or as small, and at least as good);
 - the plot: held-out metric against CPU latency at batch 32 and against unique parameters, the
-  Pareto front joined and marked, the teacher as a reference point.
+  Pareto front joined and marked, the teacher as a reference point;
+- below the table, the other runs (teacher fine-tuning, general distillation: steps, time,
+  throughput, held-out score) and every ``stage=eval`` result (``eval.json``) found.
 
 Latencies are by default the task stage's own measurement (``distill.bench``: the member and its
 teacher in one process, the same thread count, batch sizes and held-out sentences for every member),
@@ -108,6 +110,36 @@ def collect(root: Path) -> tuple[list[dict], list[dict]]:
     return rows, skipped
 
 
+def other_runs(root: Path) -> list[dict]:
+    """Teacher and general-stage runs (no student to place on a front): what they trained and scored."""
+    out = []
+    for path in sorted(root.rglob("metrics.json")):
+        m = json.loads(path.read_text())
+        if m.get("stage") == "task" and "eval" in m:
+            continue
+        evals = m.get("eval") or {}
+        scores = evals.get("teacher") or evals.get("student") or {}
+        out.append({"run": str(path.parent.relative_to(root)), "stage": m["stage"],
+                    "task": m["task"] if m["stage"] != "general" else "-", "model": m.get("student") or "(teacher)",
+                    "params": m["params"], "steps": m["steps"], "train_seconds": m["train_seconds"],
+                    "examples_per_second": m["train_examples_per_second"],
+                    "heldout": ", ".join(f"{k} {100 * v:.2f}" for k, v in scores.items()) or "-",
+                    "reported_on": evals.get("reported_on", "-")})
+    return out
+
+
+def evaluations(root: Path) -> list[dict]:
+    """``stage=eval`` results (eval.json): one row per model and split or file."""
+    out = []
+    for path in sorted(root.rglob("eval.json")):
+        e = json.loads(path.read_text())
+        for name, r in e["results"].items():
+            scores = ", ".join(f"{k} {100 * v:.2f}" for k, v in r.items() if k not in ("examples", "examples_per_second"))
+            out.append({"model": e["model"], "data": name, "scores": scores, "examples": r["examples"],
+                        "examples_per_second": r["examples_per_second"]})
+    return out
+
+
 def _fmt(value, digits=2) -> str:
     if value is None:
         return "-"
@@ -118,7 +150,7 @@ def _fmt(value, digits=2) -> str:
     return str(value)
 
 
-def markdown(rows: list[dict], skipped: list[dict]) -> str:
+def markdown(rows: list[dict], skipped: list[dict], others: list[dict] = (), evals: list[dict] = ()) -> str:
     header = ["Run", "Student", "Init", "Params (total / non-emb / unique)", "CPU ms b1", "CPU ms b32",
               "Speed-up b1 / b32", "Held-out", "% of teacher", "Train s", "Pareto (latency / params)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -134,6 +166,17 @@ def markdown(rows: list[dict], skipped: list[dict]) -> str:
         ]) + " |")
     if skipped:
         lines += ["", "Skipped members:", *(f"- {s['run']}: {s['reason']}" for s in skipped)]
+    if others:
+        lines += ["", "Other runs (teacher fine-tuning, general distillation):", "",
+                  "| Run | Stage | Task | Model | Params (total / unique) | Steps | Train s | Ex/s | Held-out |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {o['run']} | {o['stage']} | {o['task']} | {o['model']} | {o['params']['total'] / 1e6:.2f}M / "
+                  f"{o['params']['unique'] / 1e6:.2f}M | {o['steps']} | {o['train_seconds']:.0f} | "
+                  f"{o['examples_per_second']:.1f} | {o['heldout']} ({o['reported_on']}) |" for o in others]
+    if evals:
+        lines += ["", "Evaluations (stage=eval):", "", "| Model | Data | Scores | Examples | Ex/s |", "|---|---|---|---|---|"]
+        lines += [f"| {e['model']} | {e['data']} | {e['scores']} | {e['examples']} | {e['examples_per_second']:.0f} |"
+                  for e in evals]
     return "\n".join(lines) + "\n"
 
 
@@ -198,11 +241,12 @@ def write_report(root: str | Path, out: str | Path | None = None, bench_texts: l
     if bench_texts is not None and rows:
         remeasure(rows, root, bench_texts, threads, repeats)
         rows, _ = _ranked(rows)
-    if not rows and not skipped:
-        raise FileNotFoundError(f"{root}: no task-stage metrics.json or skipped.json below it; point it at a sweep directory")
+    others, evals = other_runs(root), evaluations(root)
+    if not rows and not skipped and not others and not evals:
+        raise FileNotFoundError(f"{root}: no metrics.json, skipped.json or eval.json below it; point it at a runs or sweep directory")
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "report.md", "csv": out / "report.csv", "png": out / "report.png"}
-    paths["md"].write_text(markdown(rows, skipped))
+    paths["md"].write_text(markdown(rows, skipped, others, evals))
     with paths["csv"].open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()

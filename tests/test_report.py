@@ -83,3 +83,17 @@ def test_the_report_can_time_every_member_in_one_process(sweep, tmp_path):
     b32 = sorted(float(r["latency_ms_b32"]) for r in rows)
     assert [r["pareto_latency"] for r in sorted(rows, key=lambda r: float(r["latency_ms_b32"]))][0] == "True"
     assert b32[0] <= b32[1]
+
+
+def test_the_report_lists_teacher_runs_and_evaluations_too(sweep, tmp_path):
+    """One entry point for a runs directory: the teacher run beside the sweep, and a stage=eval result."""
+    sweep_dir, _ = sweep
+    ws = sweep_dir.parent
+    teacher_model = ws / "runs" / "teacher" / "sst2" / "model"
+    run(compose_cfg(ws, "stage=eval", f"model={teacher_model}", f"run_dir={ws / 'runs' / 'eval'}"))
+    paths = write_report(ws / "runs", tmp_path)
+    table = paths["md"].read_text()
+    teacher = json.loads((ws / "runs" / "teacher" / "sst2" / "metrics.json").read_text())
+    assert "| teacher/sst2 | teacher | sst2 | (teacher) |" in table
+    assert f"accuracy {100 * teacher['eval']['teacher']['accuracy']:.2f} (dev)" in table
+    assert f"| {teacher_model} | dev | accuracy {100 * teacher['eval']['teacher']['accuracy']:.2f} |" in table
