@@ -453,16 +453,26 @@ def teacher_problems(cfg: Config, teacher_config) -> list[str]:
         except LayerMapError as err:
             out.append(f"stage.{err}")
     teacher_heads = teacher_config.num_attention_heads
-    if "attention" in active and cfg.stage.loss.attention_head_reduction == "none" and cfg.student.num_heads != teacher_heads:
+    compat = cfg.stage.loss.tinybert_compat  # TinyBERT's attention loss is head by head, whatever the reduction
+    if "attention" in active and (cfg.stage.loss.attention_head_reduction == "none" or compat) \
+            and cfg.student.num_heads != teacher_heads:
+        fix = "(stage.loss.tinybert_compat=true has no head reduction)" if compat else \
+            "or stage.loss.attention_head_reduction=mean"
         out.append(
             f"student.num_heads={cfg.student.num_heads} but the teacher has {teacher_heads} heads; attention MSE "
-            f"compares head by head: set student.num_heads={teacher_heads} or stage.loss.attention_head_reduction=mean"
+            f"compares head by head: set student.num_heads={teacher_heads} {fix}"
         )
     out += teacher_shape_problems(cfg.stage.init, cfg.student, teacher_config)
     if cfg.stage.loss.teacher_mlm == "required" and "soft_ce" in active and not has_mlm_head(teacher_config):
         out.append(
             f"stage.loss.teacher_mlm=required but the teacher ({teacher_config.architectures}) has no masked-LM head; "
             "use a teacher with one, or teacher_mlm=auto to drop soft_ce"
+        )
+    architectures = teacher_config.architectures or []
+    if cfg.stage.name == "task" and architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
+        out.append(
+            f"teacher.finetuned={cfg.teacher.finetuned} is a {architectures[0]}, with no classifier to give soft targets; "
+            "point it at a model fine-tuned on the task (python -m distill stage=teacher)"
         )
     if cfg.stage.name == "task" and teacher_config.num_labels != cfg.task.num_labels:
         out.append(

@@ -69,14 +69,23 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
         raise _unloadable("tokenizer of", name_or_path, err) from None
 
 
-def load_model(name_or_path: str, head: str = "base", **kwargs) -> nn.Module:
-    """Load a model with the score-returning attention, ready for distillation or fine-tuning."""
+def load_model(name_or_path: str, head: str = "base", trained_head: bool = False, **kwargs) -> nn.Module:
+    """Load a model with the score-returning attention, ready for distillation or fine-tuning.
+
+    ``trained_head``: the head's weights must be in the checkpoint (a fine-tuned teacher whose logits become
+    soft targets), not initialised at random as ``from_pretrained`` does for a missing head."""
     if head not in HEADS:
         raise ValueError(f"teacher.head='{head}' is unknown; use one of {', '.join(HEADS)}")
     try:
-        model = HEADS[head].from_pretrained(resolve_path(name_or_path), **kwargs)
+        model, info = HEADS[head].from_pretrained(resolve_path(name_or_path), output_loading_info=True, **kwargs)
     except Exception as err:  # truncated weights, wrong architecture, ...: one line, not a torch stack trace
         raise _unloadable("model", name_or_path, err) from None
+    missing = [k for k in info["missing_keys"] if not k.startswith(model.base_model_prefix + ".")]
+    if trained_head and missing:
+        raise ConfigError(
+            f"{name_or_path} has no trained {head} head ({', '.join(sorted(missing)[:2])} not in its weights): its "
+            "logits would be random; point teacher.finetuned at a model fine-tuned on the task (stage=teacher)"
+        )
     return use_score_attention(model)
 
 

@@ -59,7 +59,8 @@ def run(cfg) -> dict:
         augmented = augment_train(splits["train"], task, cfg.augment, progress=train_cfg.progress)
         splits["train"] = augmented.dataset
     data = tokenize_task(splits, task, tokenizer)
-    teacher = FrozenTeacher(load_model(str(teacher_dir), head="sequence_classification")).to(run.accelerator.device)
+    teacher = FrozenTeacher(load_model(str(teacher_dir), head="sequence_classification", trained_head=True))
+    teacher.to(run.accelerator.device)
     layer_map = LayerMap(cfg.stage.layer_map, cfg.student.num_layers, teacher.config.num_hidden_layers)
     student, start_from = build_task_student(cfg, tokenizer, teacher, layer_map)
 

@@ -44,6 +44,8 @@ CASES = [
     ("teacher", ["resume=/no/such/checkpoint"], "resume=/no/such/checkpoint: not a checkpoint directory"),
     ("teacher", ["resume=true", "overwrite=true"], "resume and overwrite=true contradict each other"),
     ("task", ["task.label_names=[a,b,c]"], "the fine-tuned teacher has 2 labels but task 'sst2' has 3"),
+    ("task", ["student.num_heads=2", "stage.loss.attention_head_reduction=mean", "stage.loss.tinybert_compat=true"],
+     r"student.num_heads=2 but the teacher has 4 heads.*tinybert_compat=true has no head reduction"),
     ("task", ["augment.enabled=true", "augment.p=1.5"], r"augment.p=1.5 must be in \[0, 1\]"),
     ("task", ["augment.enabled=true", "augment.candidates=glove"], "augment.candidates='glove' is unknown"),
     ("task", ["augment.enabled=true", "augment.candidates=mlm"], "augment.candidates=mlm but augment.model=.* has no masked-LM head"),
@@ -61,6 +63,28 @@ def test_bad_config_is_one_line_naming_field_and_fix(ws, stage, bad, message):
     line = next(line for line in str(err.value).splitlines() if __import__("re").search(message, line))
     assert len(line) < 300
     assert not (ws / "runs" / "x" / "config.yaml").exists(), "the run started before validation finished"
+
+
+def test_a_finetuned_teacher_without_its_classifier_is_refused(ws, tmp_path):
+    """Its logits would be random soft targets: refused in one line, not loaded with a fresh head."""
+    import json
+    import shutil
+
+    # up front, from config.json: a bare encoder is no fine-tuned teacher
+    cfg = compose_cfg(ws, "stage=task", f"teacher.finetuned={ws / 'teacher'}", f"run_dir={tmp_path / 'a'}")
+    with pytest.raises(ConfigError, match=r"is a BertModel, with no classifier to give soft targets"):
+        run(cfg)
+    assert not (tmp_path / "a" / "config.yaml").exists()
+    # a config that claims a classifier over weights without one: refused when the weights load
+    liar = tmp_path / "liar"
+    shutil.copytree(ws / "teacher", liar)
+    config = json.loads((liar / "config.json").read_text())
+    (liar / "config.json").write_text(json.dumps({**config, "architectures": ["BertForSequenceClassification"]}))
+    cfg = compose_cfg(ws, "stage=task", f"teacher.finetuned={liar}", f"run_dir={tmp_path / 'b'}")
+    with pytest.raises(ConfigError, match=r"has no trained sequence_classification head \(classifier.bias, "
+                                          r"classifier.weight not in its weights\)"):
+        run(cfg)
+    assert not (tmp_path / "b" / "metrics.json").exists()
 
 
 def test_all_problems_are_reported_together(ws):
