@@ -220,20 +220,20 @@ def _ort_version() -> str:
     return onnxruntime.__version__
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, tuple("-" * w for w in widths), *rows])
 
 
 def format_report(report: dict) -> str:
     """The plain-text tables: one row per model, then one per model, engine and batch size."""
-    models = _table(
+    models = text_table(
         ("model", "params total", "params unique", "MFLOPs/example", "tokens/example", "attention"),
         [(m["label"], f"{m['params']['total'] / 1e6:.2f}M", f"{m['params']['unique'] / 1e6:.2f}M",
           f"{m['flops_per_example'] / 1e6:.1f}", f"{m['tokens_per_example']:.1f}", m["attn_implementation"])
          for m in report["models"]],
     )
-    speed = _table(
+    speed = text_table(
         ("model", "engine", "batch", "padded len", "median ms", "p90 ms", "sentences/s", "speed-up"),
         [(r["model"], r["engine"], str(r["batch_size"]), f"{r['padded_length']:.1f}", f"{r['median_ms']:.2f}",
           f"{r['p90_ms']:.2f}", f"{r['sentences_per_s']:.1f}", f"{r['speedup']:.2f}x" if r["speedup"] else "-")

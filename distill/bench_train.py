@@ -47,11 +47,11 @@ from transformers import DataCollatorWithPadding, get_scheduler
 
 import distill.config  # noqa: F401  registers the config schema
 from distill.attention import use_score_attention
+from distill.bench import text_table
 from distill.data import load_corpus, load_task_splits, path_identity, tokenize_task, train_loader
 from distill.layer_map import LayerMap
-from distill.objective import Objective
+from distill.objective import LossWeights, Objective
 from distill.student import build_student
-from distill.objective import LossWeights
 from distill.teacher import FrozenTeacher, load_model, load_tokenizer, resolve_path
 from distill.teacher_cache import cache_root, teacher_for_phases
 from distill.trainer import _optimizer, rss_mb, train_step
@@ -300,7 +300,7 @@ def run_benchmark(args) -> dict:
 
     # the student on hard labels alone: what distillation's prediction step is compared with
     hard = dataclasses.replace(prediction, name="hard", weights=LossWeights(hard_ce=1.0))
-    rows.append({**measure_ours("hard labels alone", Objective(task_student, hard.weights), data, phase=hard, **shared)})
+    rows.append(measure_ours("hard labels alone", Objective(task_student, hard.weights), data, phase=hard, **shared))
 
     # (c) general distillation: the configured packing, dynamic padding vs fixed 128-token chunks
     corpus = load_corpus(general_cfg.corpus, general_cfg.task, tokenizer)
@@ -364,8 +364,7 @@ def format_report(report: dict) -> str:
         speed = f"{r['speedup_vs_reference']:.2f}x ({r['speedup_unit'].split('_')[0]})" if "speedup_vs_reference" in r else ""
         diff = f"{max(r['loss_max_abs_diff'].values()):.1e}" if "loss_max_abs_diff" in r else ""
         body.append((r["row"], f"{r['examples_per_s']:.1f}", f"{r['tokens_per_s']:.0f}", f"{r['peak_memory_mb']:.0f}", speed, diff))
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in [header, tuple("-" * w for w in widths), *body]]
+    lines.append(text_table(header, body))
     ratio = next(r["vs_hard_labels"] for r in report["results"] if "vs_hard_labels" in r)
     lines += ["", f"(b) with cached logits / hard labels alone: {ratio:.2f}x (median of per-window ratios on the same batches)"]
     return "\n".join(lines)

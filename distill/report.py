@@ -94,18 +94,18 @@ def pareto(rows: list[dict], cost: str) -> set[int]:
     return front
 
 
-def _ranked(rows: list[dict]) -> tuple[list[dict], None]:
+def _ranked(rows: list[dict]) -> list[dict]:
     """Sorted by batch-32 latency, with the Pareto flags."""
     rows.sort(key=lambda r: (r["latency_ms_b32"] is None, r["latency_ms_b32"] or 0))
     for cost, key in (("latency_ms_b32", "pareto_latency"), ("params_unique", "pareto_params")):
         front = pareto(rows, cost)
         for i, r in enumerate(rows):
             r[key] = i in front
-    return rows, None
+    return rows
 
 
 def collect(root: Path) -> tuple[list[dict], list[dict]]:
-    rows, _ = _ranked([r for p in sorted(root.rglob("metrics.json")) if (r := member(p, root)) is not None])
+    rows = _ranked([r for p in sorted(root.rglob("metrics.json")) if (r := member(p, root)) is not None])
     skipped = [{"run": str(p.parent.relative_to(root)), **json.loads(p.read_text())} for p in sorted(root.rglob("skipped.json"))]
     return rows, skipped
 
@@ -240,7 +240,7 @@ def write_report(root: str | Path, out: str | Path | None = None, bench_texts: l
     rows, skipped = collect(root)
     if bench_texts is not None and rows:
         remeasure(rows, root, bench_texts, threads, repeats)
-        rows, _ = _ranked(rows)
+        rows = _ranked(rows)
     others, evals = other_runs(root), evaluations(root)
     if not rows and not skipped and not others and not evals:
         raise FileNotFoundError(f"{root}: no metrics.json, skipped.json or eval.json below it; point it at a runs or sweep directory")

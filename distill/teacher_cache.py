@@ -216,3 +216,8 @@ def teacher_for_phases(phases, ds, teacher: FrozenTeacher, tokenizer, identity, 
         # a phase of logits alone does not read the layer files
         chosen[id(phase)] = CachedTeacher(teacher.config, layers if r & LAYER_READERS else None) if answered else teacher
     return ds, chosen
+
+
+def teacher_sources(phases, chosen: dict[int, object]) -> dict[str, str]:
+    """Per phase name, for metrics.json: 'cached' when it reads the caches, 'live' when the teacher runs."""
+    return {p.name: "cached" if isinstance(chosen[id(p)], CachedTeacher) else "live" for p in phases}

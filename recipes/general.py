@@ -22,7 +22,7 @@ from distill.layer_map import LayerMap
 from distill.objective import Objective, TokenMasker
 from distill.student import build_student, parameter_counts
 from distill.teacher import FrozenTeacher, load_config, load_model, load_tokenizer, resolve_path
-from distill.teacher_cache import cache_root, teacher_for_phases
+from distill.teacher_cache import cache_root, teacher_for_phases, teacher_sources
 from distill.trainer import train
 
 log = logging.getLogger("distill")
@@ -65,5 +65,5 @@ def run(cfg) -> dict:
     extra = {"layer_map": list(layer_map.targets), "init": dataclasses.asdict(init), "student_init": done,
              "teacher_mlm_head": teacher_mlm,
              # per phase: teacher outputs read from the cache, or the teacher run on every step
-             "teacher_outputs": {p.name: "live" if teacher_of[id(p)] is teacher else "cached" for p in phases}}
+             "teacher_outputs": teacher_sources(phases, teacher_of)}
     return runs.finish(run, runs.summary(cfg, results, parameter_counts(student), extra))

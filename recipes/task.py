@@ -36,7 +36,7 @@ from distill.init import copy_teacher_head, initialise, student_shape
 from distill.objective import Objective
 from distill.student import build_student, init_from_albert, parameter_counts
 from distill.teacher import FrozenTeacher, load_model, load_tokenizer
-from distill.teacher_cache import cache_root, teacher_for_phases
+from distill.teacher_cache import cache_root, teacher_for_phases, teacher_sources
 from distill.trainer import train
 
 log = logging.getLogger("distill")
@@ -93,7 +93,7 @@ def run(cfg) -> dict:
         "teacher_params": parameter_counts(teacher.model),
         "layer_map": list(layer_map.targets),
         # per phase: teacher outputs read from the caches, or the teacher run on every step
-        "teacher_outputs": {p.name: "live" if teacher_of[id(p)] is teacher else "cached" for p in cfg.stage.phases},
+        "teacher_outputs": teacher_sources(cfg.stage.phases, teacher_of),
         "train_examples": len(data["train"]),
         "augment": augmented.stats if augmented is not None else None,
     }
