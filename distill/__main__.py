@@ -1,20 +1,17 @@
-"""``python -m distill stage=<teacher|general|augment|task|eval> [task=...] [student=...] [key=value ...]``."""
+"""``python -m distill``: the one command (``distill.cli``); with no subcommand, run a stage:
+``python -m distill stage=<teacher|general|augment|task|eval> [task=...] [student=...] [key=value ...]``."""
 
 from __future__ import annotations
 
-import json
-import logging
 import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from distill.assets import FetchError
-from distill.config import Config, ConfigError
-from distill.trainer import Interrupted, NonFiniteLoss
-
-log = logging.getLogger("distill")
+from distill.config import Config
+from distill.cli import report_error
+from distill.errors import ConfigError, DistillError
 
 
 def recipes():
@@ -47,35 +44,29 @@ def skip_member(cfg: DictConfig, err: Exception) -> None:
     for ``distill.report``, and the sweep goes on with the other members."""
     from hydra.core.hydra_config import HydraConfig
 
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    from distill.files import write_json
+
     reason = " ".join(str(err).splitlines())
-    (run_dir / "skipped.json").write_text(json.dumps({"reason": reason, "overrides": list(HydraConfig.get().overrides.task)}) + "\n")
+    write_json(Path(cfg.run_dir) / "skipped.json", {"reason": reason, "overrides": list(HydraConfig.get().overrides.task)})
     print(f"skipped: {reason}", file=sys.stderr)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+# an absolute path: Hydra resolves a relative one against the calling module, which differs between
+# `python -m distill` (this file as __main__) and distill.cli importing it
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONF, config_name="config")
+def stage_main(cfg: DictConfig) -> None:
     try:
         run(cfg)
-    except ConfigError as err:
-        if _sweep_member():
+    except DistillError as err:  # here, not in distill.cli: Hydra would print its own traceback first
+        if isinstance(err, ConfigError) and _sweep_member():
             return skip_member(cfg, err)
-        for line in str(err).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        sys.exit(2)
-    except FetchError as err:
-        # bad input is the user's to fix: say what and how, no stack trace
-        for line in str(err).splitlines():
-            print(f"error: {line}", file=sys.stderr)
-        sys.exit(2)
-    except NonFiniteLoss as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(3)
-    except Interrupted as err:
-        print(f"interrupted: {err}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(report_error(err))
 
 
 if __name__ == "__main__":
-    main()
+    from distill.cli import main
+
+    sys.exit(main())

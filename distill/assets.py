@@ -24,13 +24,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path
 
-
-class FetchError(RuntimeError):
-    pass
+from distill.errors import FetchError
+from distill.files import building_dir
 
 
 def cache_root() -> Path:
@@ -107,15 +105,8 @@ def fetch(name: str) -> Path:
     final = cache_root() / name
     if (final / ".complete").exists():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}.tmp"))
-    try:
+    with building_dir(final) as work:  # an incomplete leftover is never used, and replaced
         (work / "download").mkdir()
         BUILDERS[name](work)
         (work / ".complete").write_text("ok\n")
-        if final.exists():  # an incomplete leftover: never used, replaced
-            shutil.rmtree(final)
-        os.replace(work, final)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return final

@@ -51,9 +51,11 @@ from filelock import FileLock
 from tqdm.auto import tqdm
 
 from distill.attention import masked_lm_head
-from distill.config import AugmentConfig, ConfigError, TaskConfig, augment_uses_mlm
+from distill.config import AugmentConfig, TaskConfig
+from distill.errors import ConfigError
+from distill.checks import augment_uses_mlm
 from distill.data import path_identity
-from distill.teacher import load_tokenizer, resolve_path
+from distill.hf import load_tokenizer, resolve_path
 
 log = logging.getLogger("distill")
 

@@ -1,8 +1,8 @@
 """Latency, throughput, parameters and FLOPs of saved classifiers, measured side by side.
 
-(``python -m distill.bench train ...`` measures training steps instead: distill/bench_train.py.)
+(``python -m distill bench train ...`` measures training steps instead: distill/bench_train.py.)
 
-``python -m distill.bench <model_dir> [<model_dir> ...] [--dev-tsv PATH | --length N] [--threads 2]
+``python -m distill bench <model_dir> [<model_dir> ...] [--dev-tsv PATH | --length N] [--threads 2]
 [--repeats 20] [--onnx] [--json out.json]``
 
 The first model is the reference: every other model's speed-up is the
@@ -26,7 +26,6 @@ ALBERT's shared layers count once per layer they run as.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -51,6 +50,7 @@ from distill.export import (
     require_onnx,
     session,
 )
+from distill.files import write_json
 from distill.student import parameter_counts
 
 BATCH_SIZES = (1, 32)
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         from distill.bench_train import main as train_main
 
         return train_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m distill.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m distill bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dirs", nargs="+", help="saved model directories; the first is the speed-up reference")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--dev-tsv", help="sample real sentences from this TSV (sentence<TAB>label header)")
@@ -260,18 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (model.onnx in the dir, else exported)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    try:
-        texts = read_tsv(args.dev_tsv)[0] if args.dev_tsv else None
-        length = None if texts is not None else (args.length or 128)
-        report = benchmark(args.model_dirs, texts, length, args.threads, args.repeats, args.onnx)
-    except ExportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    texts = read_tsv(args.dev_tsv)[0] if args.dev_tsv else None
+    length = None if texts is not None else (args.length or 128)
+    report = benchmark(args.model_dirs, texts, length, args.threads, args.repeats, args.onnx)
     print(format_report(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Training throughput of distillation steps against the official TinyBERT setup, measured in one process.
 
-``python -m distill.bench train [--data ../shared/data/sst2] [--teacher DIR] [--student tinybert4]
+``python -m distill bench train [--data ../shared/data/sst2] [--teacher DIR] [--student tinybert4]
 [--batch-size 32] [--threads 2] [--windows 5] [--window-steps 8] [--mixed-precision no|bf16] [--json out.json]``
 
 Rows (each: ``WARMUP`` untimed steps, then ``windows`` timed windows of ``window_steps`` optimizer steps;
@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import json
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
@@ -45,14 +43,16 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
 from transformers import DataCollatorWithPadding, get_scheduler
 
-import distill.config  # noqa: F401  registers the config schema
 from distill.attention import use_score_attention
 from distill.bench import text_table
+from distill.config import LossWeights  # also registers the config schema compose_config reads
 from distill.data import load_corpus, load_task_splits, path_identity, tokenize_task, train_loader
+from distill.files import write_json
+from distill.hf import load_model, load_tokenizer, resolve_path
 from distill.layer_map import LayerMap
-from distill.objective import LossWeights, Objective
+from distill.objective import Objective
 from distill.student import build_student
-from distill.teacher import FrozenTeacher, load_model, load_tokenizer, resolve_path
+from distill.teacher import FrozenTeacher
 from distill.teacher_cache import cache_root, teacher_for_phases
 from distill.trainer import _optimizer, rss_mb, train_step
 
@@ -371,7 +371,7 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distill.bench train", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m distill bench train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/data/sst2", help="an SST-2 directory (train.tsv, dev.tsv)")
     parser.add_argument("--teacher", help="teacher model dir (default: the configured pretrained teacher)")
     parser.add_argument("--student", default="tinybert4", help="a conf/student config name")
@@ -388,9 +388,5 @@ def main(argv: list[str] | None = None) -> int:
     report = run_benchmark(args)
     print(format_report(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,11 +16,9 @@ mid-epoch data position for our length-grouped sampler.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 
 from distill.errors import ConfigError
+from distill.files import building_dir
 
 NAME = re.compile(r"^step-(\d+)-(\d+)$")
 
@@ -86,7 +85,7 @@ class Checkpoints:
 
     def save(self, progress: Progress, sampler_state: torch.Tensor, objective, optimizer, scheduler) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.dir.glob(".tmp-*"):  # from a kill mid-write
+        for leftover in self.dir.glob(".step-*"):  # from a kill mid-write
             shutil.rmtree(leftover, ignore_errors=True)
         payload = {
             "progress": asdict(progress),
@@ -96,11 +95,9 @@ class Checkpoints:
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
         }
-        tmp = Path(tempfile.mkdtemp(dir=self.dir, prefix=".tmp-"))
-        torch.save(payload, tmp / "state.pt")
         target = self.dir / f"step-{progress.phase}-{progress.step}"
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        with building_dir(target) as tmp:
+            torch.save(payload, tmp / "state.pt")
         for old in self.complete()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return target

@@ -1,9 +1,11 @@
-"""Structured config: the schema every YAML in ``conf/`` extends.
+"""The config schema: every setting of every stage, typed, in this one module.
 
 Registered in Hydra's ConfigStore, so a typo'd key or a wrong type fails when
-the config is composed, with the key's name. ``problems()`` adds the checks a
-type cannot express (ranges, cross-field shapes, paths), all reported
-together, before any model is loaded or data is read.
+the config is composed, with the key's name. The allowed values of each
+setting sit next to it; the rules a type cannot express (ranges, cross-field
+shapes, paths) are stated once, in ``distill.checks``. This module imports
+no torch and no transformers (a test checks it), so checking a config takes
+about a second.
 """
 
 from __future__ import annotations
@@ -15,15 +17,123 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from distill.errors import ConfigError
-from distill.init import StudentInit, teacher_shape_problems
-from distill.objective import LossOptions, LossWeights
-from distill.student import StudentShape
-
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 METRICS = ("accuracy", "f1", "matthews")
 PACKING = ("pairs", "plain", "lines")
-ASSETS = ("rt_polarity", "news")  # distill/assets.py BUILDERS; listed here so validation imports nothing heavy
+SHARING_MODES = ("all", "every_k", "none")
+POOLING = ("cls", "mean")
+HEAD_REDUCTIONS = ("none", "mean")
+TEACHER_MLM = ("auto", "required")
+MIXED_PRECISION = ("no", "fp16", "bf16")
+ON_NONFINITE = ("stop", "skip")
+CANDIDATE_SOURCES = ("auto", "mlm", "neighbours")
+EVAL_SPLITS = ("train", "dev", "test")
+# stage.init choices (source_layers also takes a list of teacher layers)
+INIT_CHOICES = {"layers": ("random", "teacher"), "embedding": ("random", "teacher", "svd"),
+                "head": ("random", "teacher"), "shared_block": ("first", "mean")}
+# general_student's default: the general stage's student of this shape when it exists, else none
+GENERAL_STUDENT_AUTO = "auto"
+
+
+@dataclass
+class StudentShape:
+    """The ALBERT student. Cross-layer sharing maps onto ALBERT's own knobs (``distill.student``)."""
+
+    num_layers: int = 4
+    hidden_size: int = 312
+    embedding_size: int = 128
+    num_heads: int = 12
+    intermediate_size: int = 1200
+    # 'all': one set of weights for every layer; 'every_k': blocks of k consecutive layers share (AABB for
+    # k=2); 'none': a plain BERT-like stack
+    sharing: str = "every_k"
+    k: int = 2
+    # numerically the same as ALBERT's default gelu_new, about 17% faster on CPU
+    hidden_act: str = "gelu_pytorch_tanh"
+    dropout: float = 0.1
+    max_position_embeddings: int = 512
+    # sequence-classifier pooling: 'cls' (first token through tanh, as BERT/ALBERT) or
+    # 'mean' over real tokens (saved with its own small model file; load with trust_remote_code=True)
+    pooling: str = "cls"
+
+    @property
+    def num_groups(self) -> int:
+        return {"all": 1, "every_k": self.num_layers // max(self.k, 1), "none": self.num_layers}[self.sharing]
+
+    def tag(self) -> str:
+        """Short name for run directories, e.g. L4_H312_E128_A12_I1200_every2."""
+        share = {"all": "shareall", "none": "noshare", "every_k": f"every{self.k}"}.get(self.sharing, self.sharing)
+        return (
+            f"L{self.num_layers}_H{self.hidden_size}_E{self.embedding_size}"
+            f"_A{self.num_heads}_I{self.intermediate_size}_{share}"
+        ) + ("_mean" if self.pooling == "mean" else "")
+
+
+@dataclass
+class StudentInit:
+    """How a stage initialises its student (``distill.student_init``)."""
+
+    # 'random' or 'teacher': copy teacher layers into the student (see source_layers / shared_block);
+    # needs the teacher's width and head count, and an FFN no wider than the teacher's (a narrower
+    # one keeps the teacher's most important FFN units)
+    layers: str = "random"
+    # which teacher layer (1-based) each student layer starts from: 'map' (the stage's layer map G(m),
+    # e.g. every other layer), 'lowest' (1..L) or a list of L teacher layers
+    source_layers: Any = "map"
+    # a block shared by several student layers starts from the teacher layer of its 'first' member,
+    # or from the 'mean' of its members' teacher layers (parameter average)
+    shared_block: str = "first"
+    # 'random', 'teacher' (copy the teacher's embeddings; needs embedding_size = teacher width) or
+    # 'svd' (best rank-E factorization of the teacher's V x H word embeddings; needs hidden_size = teacher width)
+    embedding: str = "random"
+    # 'random' or 'teacher': copy the (fine-tuned) teacher's pooler and classifier (task stage;
+    # needs hidden_size = teacher width)
+    head: str = "random"
+    # a pretrained ALBERT directory (Hugging Face format) to start from, e.g. a converted albert_zh
+    albert_dir: str | None = None
+
+
+@dataclass
+class LossWeights:
+    """The weight of each loss term in a phase (0: off). The terms are ``distill.losses``' modules."""
+
+    embedding: float = 0.0
+    hidden: float = 0.0
+    attention: float = 0.0
+    soft_ce: float = 0.0
+    hard_ce: float = 0.0
+    cosine: float = 0.0
+    # the student's own masked-LM loss (DistilBERT); needs a student with an MLM head
+    mlm: float = 0.0
+
+    def active(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) != 0]
+
+
+# terms that read the teacher
+TEACHER_TERMS = ("embedding", "hidden", "attention", "soft_ce", "cosine")
+# terms that read a model's layers (hidden states, attention scores), not just its output
+LAYER_TERMS = ("embedding", "hidden", "attention", "cosine")
+# terms that pair student and teacher layers through the layer map G(m)
+MAPPED_TERMS = ("hidden", "attention")
+
+
+@dataclass
+class LossOptions:
+    temperature: float = 1.0
+    scale_by_t2: bool = False
+    # one W_h for all layers (TinyBERT's code) or one per mapped layer (the paper)
+    shared_hidden_projection: bool = False
+    # 'none' needs equal head counts; 'mean' compares head-averaged scores
+    attention_head_reduction: str = "none"
+    # TinyBERT's exact formulas: one W for embeddings and hidden states, padding
+    # not masked (padded query rows included in attention), no T^2
+    tinybert_compat: bool = False
+    # masked-LM terms (mlm, soft_ce on MLM logits): share of tokens masked, 80/10/10 as BERT
+    mlm_probability: float = 0.15
+    # soft_ce on MLM logits needs a teacher MLM head: 'auto' drops the term (saying so once)
+    # when the teacher has none; 'required' fails instead
+    teacher_mlm: str = "auto"
 
 
 @dataclass
@@ -197,8 +307,6 @@ class EvalConfig:
     files: list[str] = field(default_factory=list)
 
 
-EVAL_SPLITS = ("train", "dev", "test")
-
 
 @dataclass
 class AugmentConfig:
@@ -230,9 +338,6 @@ class AugmentConfig:
     cache_dir: str = "${runs_root}/augment"
 
 
-CANDIDATE_SOURCES = ("auto", "mlm", "neighbours")
-
-
 @dataclass
 class Config:
     stage: StageConfig = field(default_factory=StageConfig)
@@ -249,13 +354,23 @@ class Config:
     runs_root: str = "runs"
     # where this run writes (set per stage in conf/stage/*.yaml)
     run_dir: str = "${runs_root}/${stage.name}"
-    # the general student the task stage starts from (when it exists and stage.init.layers=random; null: none)
-    general_student: str | None = "${runs_root}/general/${student_tag:${student}}/model"
+    # the general student the task stage starts from when stage.init.layers=random: a saved model directory
+    # (it must exist), 'auto' (the general stage's student of this shape, ${runs_root}/general/<student tag>/model,
+    # when there is one) or null (none)
+    general_student: str | None = GENERAL_STUDENT_AUTO
     # replace an existing run directory instead of refusing
     overwrite: bool = False
     # continue a killed run from its last complete checkpoint: true (this run_dir's checkpoints)
     # or a checkpoint directory; with no checkpoint yet, true starts from scratch
     resume: Any = False
+
+    def general_student_dir(self) -> Path | None:
+        """The general student the task stage reads: an explicit path as given (checked to exist), or
+        for 'auto' the general stage's default output for this student shape, when it exists."""
+        if self.general_student != GENERAL_STUDENT_AUTO:
+            return Path(self.general_student) if self.general_student else None
+        default = Path(self.runs_root) / "general" / self.student.tag() / "model"
+        return default if (default / "config.json").is_file() else None
 
 
 def student_tag(student) -> str:
@@ -277,220 +392,3 @@ if not OmegaConf.has_resolver("model_tag"):
     OmegaConf.register_new_resolver("model_tag", model_tag)
 
 ConfigStore.instance().store(name="schema", node=Config)
-
-
-def augment_problems(aug: AugmentConfig) -> list[str]:
-    out = []
-    if not 0 <= aug.p <= 1:
-        out.append(f"augment.p={aug.p} must be in [0, 1] (the probability that a word is replaced)")
-    if aug.num_candidates < 1:
-        out.append(f"augment.num_candidates={aug.num_candidates} must be >= 1")
-    if aug.copies < 0:
-        out.append(f"augment.copies={aug.copies} must be >= 0")
-    if aug.batch_size < 1 or aug.shard_size < 1:
-        out.append("augment.batch_size and augment.shard_size must be >= 1")
-    if aug.candidates not in CANDIDATE_SOURCES:
-        out.append(f"augment.candidates='{aug.candidates}' is unknown; use one of {', '.join(CANDIDATE_SOURCES)}")
-    if aug.vectors is not None and not Path(aug.vectors).is_file():
-        out.append(f"augment.vectors: {aug.vectors} does not exist; give a word-vector text file (word v1 v2 ...) or null")
-    if aug.candidates in CANDIDATE_SOURCES:
-        try:  # the model's config.json: it must load, and have a head when candidates=mlm
-            augment_uses_mlm(aug)
-        except ConfigError as err:
-            out.append(str(err) if str(err).startswith("augment.") else
-                       f"augment.model={aug.model}: its config.json cannot be read; point it at a model directory or hub name")
-        except FileNotFoundError as err:  # a pkg: model whose package is not installed
-            out.append(f"augment.model: {err}")
-    return out
-
-
-def augment_uses_mlm(aug: AugmentConfig) -> bool:
-    """Whether the masked-LM head proposes candidates (reads the model's config.json only)."""
-    from distill.teacher import load_config  # imported here: validation stays light
-
-    has_head = has_mlm_head(load_config(aug.model))
-    if aug.candidates == "neighbours":
-        return False
-    if aug.candidates == "mlm" and not has_head:
-        raise ConfigError(
-            f"augment.candidates=mlm but augment.model={aug.model} has no masked-LM head; "
-            "point augment.model at a *ForMaskedLM model or use augment.candidates=auto"
-        )
-    return has_head
-
-
-def problems(cfg: Config) -> list[str]:
-    """Every problem in ``cfg``, one line each."""
-    out = list(cfg.student.problems()) + cfg.stage.init.problems()
-    if cfg.augment.enabled or cfg.stage.name == "augment":
-        out += augment_problems(cfg.augment)
-    if cfg.augment.enabled and cfg.stage.name not in ("task", "augment"):
-        out.append(f"augment.enabled=true applies to stage=task (the teacher labels the variants), not stage={cfg.stage.name}")
-    # stage=augment builds data and stage=eval scores a model: neither has phases
-    if not cfg.stage.phases and cfg.stage.name not in ("augment", "eval"):
-        out.append(f"stage.phases is empty for stage '{cfg.stage.name}'; a stage needs at least one phase")
-    for i, phase in enumerate(cfg.stage.phases):
-        where = f"stage.phases[{i}] ({phase.name})"
-        if phase.lr <= 0:
-            out.append(f"{where}.lr={phase.lr} must be > 0")
-        if phase.max_steps <= 0 and phase.epochs <= 0:
-            out.append(f"{where}: set max_steps > 0 or epochs > 0")
-        if phase.scheduler not in SCHEDULERS:
-            out.append(f"{where}.scheduler='{phase.scheduler}' is unknown; use one of {', '.join(SCHEDULERS)}")
-        if not 0 <= phase.warmup_ratio < 1:
-            out.append(f"{where}.warmup_ratio={phase.warmup_ratio} must be in [0, 1)")
-        if not phase.weights.active():
-            out.append(f"{where}.weights are all 0; turn on at least one loss term")
-        if any(getattr(phase.weights, f.name) < 0 for f in fields(phase.weights)):
-            out.append(f"{where}.weights: loss weights must be >= 0")
-    if cfg.stage.name == "eval":
-        out += eval_problems(cfg)
-    if cfg.stage.loss.temperature <= 0:
-        out.append(f"stage.loss.temperature={cfg.stage.loss.temperature} must be > 0")
-    if cfg.stage.loss.teacher_mlm not in ("auto", "required"):
-        out.append(f"stage.loss.teacher_mlm='{cfg.stage.loss.teacher_mlm}' is unknown; use auto or required")
-    if not 0 < cfg.stage.loss.mlm_probability < 1:
-        out.append(f"stage.loss.mlm_probability={cfg.stage.loss.mlm_probability} must be in (0, 1)")
-    if cfg.stage.init.head == "teacher" and cfg.stage.name != "task":
-        out.append(f"stage.init.head=teacher copies a fine-tuned teacher's classifier: only stage=task has one, not stage={cfg.stage.name}")
-    if cfg.stage.name != "general" and any(p.weights.mlm for p in cfg.stage.phases):
-        out.append("the mlm loss needs a masked-LM student: only stage=general trains one")
-    if cfg.stage.loss.attention_head_reduction not in ("none", "mean"):
-        out.append(f"stage.loss.attention_head_reduction='{cfg.stage.loss.attention_head_reduction}' is unknown; use none or mean")
-    t = cfg.train
-    for name in ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "log_every"):
-        if getattr(t, name) < 1:
-            out.append(f"train.{name}={getattr(t, name)} must be >= 1")
-    if cfg.bench.repeats < 1 or cfg.bench.threads < 1:
-        out.append("bench.repeats and bench.threads must be >= 1")
-    if t.teacher_cache_max_gb <= 0:
-        out.append(f"train.teacher_cache_max_gb={t.teacher_cache_max_gb} must be > 0; set train.cache_teacher_layers=false "
-                   "to run the teacher on every step instead")
-    if t.on_nonfinite not in ("stop", "skip"):
-        out.append(f"train.on_nonfinite='{t.on_nonfinite}' is unknown; use stop or skip")
-    if t.checkpoint_every < 0 or t.keep_checkpoints < 1:
-        out.append("train.checkpoint_every must be >= 0 and train.keep_checkpoints >= 1")
-    if not isinstance(cfg.resume, bool) and not (Path(str(cfg.resume)) / "state.pt").is_file():
-        out.append(f"resume={cfg.resume}: not a checkpoint directory (no state.pt); use resume=true or a checkpoints/step-* path")
-    if cfg.resume is not False and cfg.overwrite:
-        out.append("resume and overwrite=true contradict each other; pick one")
-    if t.mixed_precision not in ("no", "fp16", "bf16"):
-        out.append(f"train.mixed_precision='{t.mixed_precision}' is unknown; use no, fp16 or bf16")
-    task = cfg.task
-    if task.num_labels < 2:
-        out.append(f"task.label_names={list(task.label_names)} needs at least two labels")
-    for metric in task.metrics:
-        if metric not in METRICS:
-            out.append(f"task.metrics: '{metric}' is unknown; use any of {', '.join(METRICS)}")
-    # the corpus is read by the general stage only
-    lengths = {"task.max_length": task.max_length}
-    if cfg.stage.name == "general":
-        lengths["corpus.max_length"] = cfg.corpus.max_length
-    for name, value in lengths.items():
-        if not 8 <= value <= cfg.student.max_position_embeddings:
-            out.append(f"{name}={value} must be in 8..student.max_position_embeddings ({cfg.student.max_position_embeddings})")
-    if task.data_dir is not None:
-        for split in (task.train_file, task.dev_file, task.test_file):
-            if split is None:
-                continue
-            path = Path(task.data_dir) / split
-            if not path.is_file():
-                out.append(f"task.data_dir: {path} does not exist; point task.data_dir at a directory holding {split}")
-    elif task.fetch is not None:
-        if task.fetch not in ASSETS:
-            out.append(f"task.fetch='{task.fetch}' is unknown; use one of {', '.join(ASSETS)} or set task.data_dir")
-    elif task.hub.name is None:
-        out.append(f"task '{task.name}': set task.data_dir (a directory of data files), task.fetch or task.hub.name")
-    if task.select_holdout < 1:
-        out.append(f"task.select_holdout={task.select_holdout} must be >= 1 (training examples held out to pick the checkpoint)")
-    if len(set(task.label_names)) != len(task.label_names):
-        out.append(f"task.label_names={list(task.label_names)} has duplicates")
-    corpus = cfg.corpus
-    for f in corpus.files:
-        if not Path(f).is_file():
-            out.append(f"corpus.files: {f} does not exist; give plain-text files, one document per line")
-    for name in corpus.fetch:
-        if name not in ASSETS:
-            out.append(f"corpus.fetch: '{name}' is unknown; use any of {', '.join(ASSETS)}")
-    if corpus.packing not in PACKING:
-        out.append(f"corpus.packing='{corpus.packing}' is unknown; use one of {', '.join(PACKING)}")
-    if cfg.stage.name == "general" and not (corpus.fetch or corpus.files or corpus.hub_name or corpus.include_task):
-        out.append("corpus: no source is set; give corpus.files, corpus.fetch, corpus.hub_name or corpus.include_task=true")
-    return out
-
-
-def eval_problems(cfg: Config) -> list[str]:
-    out = []
-    if not cfg.model:
-        out.append("stage=eval needs model=<a saved model directory>, e.g. model=runs/task/sst2/<student>/model")
-    elif not (Path(cfg.model) / "config.json").is_file():
-        out.append(f"model={cfg.model} is not a saved model directory (no config.json); point it at a run's model/ directory")
-    for split in cfg.eval.splits:
-        if split not in EVAL_SPLITS:
-            out.append(f"eval.splits: '{split}' is unknown; use {', '.join(EVAL_SPLITS)}")
-        elif split == "test" and not (cfg.task.test_file or cfg.task.hub.test_split):
-            out.append(f"eval.splits: task '{cfg.task.name}' has no labelled test split; set task.test_file or leave test out")
-    for name in cfg.eval.files:
-        if not Path(name).is_file():
-            out.append(f"eval.files: {name} does not exist; give paths of labelled files in the task's format")
-    return out
-
-
-def has_mlm_head(teacher_config) -> bool:
-    """Whether the saved teacher carries masked-LM weights (read from config.json, not the weights)."""
-    return any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in teacher_config.architectures or [])
-
-
-def teacher_problems(cfg: Config, teacher_config) -> list[str]:
-    """Cross-checks against the teacher's config (read from config.json, weights not loaded)."""
-    from distill.layer_map import LayerMap, LayerMapError
-
-    out = []
-    active = {term for phase in cfg.stage.phases for term in phase.weights.active()}
-    if {"hidden", "attention"} & active or (cfg.stage.init.layers == "teacher" and cfg.stage.init.source_layers == "map"):
-        try:
-            LayerMap(cfg.stage.layer_map, cfg.student.num_layers, teacher_config.num_hidden_layers)
-        except LayerMapError as err:
-            out.append(f"stage.{err}")
-    teacher_heads = teacher_config.num_attention_heads
-    compat = cfg.stage.loss.tinybert_compat  # TinyBERT's attention loss is head by head, whatever the reduction
-    if "attention" in active and (cfg.stage.loss.attention_head_reduction == "none" or compat) \
-            and cfg.student.num_heads != teacher_heads:
-        fix = "(stage.loss.tinybert_compat=true has no head reduction)" if compat else \
-            "or stage.loss.attention_head_reduction=mean"
-        out.append(
-            f"student.num_heads={cfg.student.num_heads} but the teacher has {teacher_heads} heads; attention MSE "
-            f"compares head by head: set student.num_heads={teacher_heads} {fix}"
-        )
-    out += teacher_shape_problems(cfg.stage.init, cfg.student, teacher_config)
-    if cfg.stage.loss.teacher_mlm == "required" and "soft_ce" in active and not has_mlm_head(teacher_config):
-        out.append(
-            f"stage.loss.teacher_mlm=required but the teacher ({teacher_config.architectures}) has no masked-LM head; "
-            "use a teacher with one, or teacher_mlm=auto to drop soft_ce"
-        )
-    architectures = teacher_config.architectures or []
-    if cfg.stage.name == "task" and architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
-        out.append(
-            f"teacher.finetuned={cfg.teacher.finetuned} is a {architectures[0]}, with no classifier to give soft targets; "
-            "point it at a model fine-tuned on the task (python -m distill stage=teacher)"
-        )
-    if cfg.stage.name == "task" and teacher_config.num_labels != cfg.task.num_labels:
-        out.append(
-            f"the fine-tuned teacher has {teacher_config.num_labels} labels but task '{cfg.task.name}' has "
-            f"{cfg.task.num_labels} (task.label_names); fine-tune the teacher on this task first"
-        )
-    return out
-
-
-def check(cfg: Config, load_teacher_config=None) -> None:
-    """Raise one ConfigError listing every problem, one per line.
-
-    ``load_teacher_config``: a function returning the teacher's config, for the cross-checks."""
-    found = problems(cfg)
-    if load_teacher_config is not None:
-        try:
-            found += teacher_problems(cfg, load_teacher_config())
-        except ConfigError as err:
-            found.append(str(err))
-    if found:
-        raise ConfigError("\n".join(found))

@@ -26,7 +26,8 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from distill.assets import fetch
-from distill.config import ConfigError, CorpusConfig, TaskConfig
+from distill.errors import ConfigError
+from distill.config import CorpusConfig, TaskConfig
 
 READERS = {
     # GLUE TSVs hold raw quotes: read them as plain tab-separated fields

@@ -1,5 +1,43 @@
-"""Errors that end a run with a one-line message instead of a stack trace."""
+"""Every error a user can cause or meet, in one hierarchy.
+
+``distill.cli`` catches ``DistillError`` in one place for every command: it
+prints the message (one line per problem, prefixed ``error:``), no stack
+trace, and exits with the class's ``exit_code``. Anything else is a bug in
+distill and keeps its traceback.
+"""
 
 
-class ConfigError(ValueError):
-    """Bad input (config, data, checkpoint): each line names a field or file and the fix."""
+class DistillError(Exception):
+    """An error whose message tells the user what to fix; the command exits with ``exit_code``."""
+
+    exit_code = 2
+    prefix = "error"
+
+
+class ConfigError(DistillError, ValueError):
+    """Bad input (config, data, checkpoint, command-line arguments): each line names a field or file and the fix."""
+
+
+class LayerMapError(ConfigError):
+    """A layer map G(m) that cannot map this student onto this teacher."""
+
+
+class FetchError(DistillError):
+    """An offline asset could not be fetched from the package registry."""
+
+
+class ExportError(DistillError):
+    """ONNX export, quantisation or benchmarking could not be done (missing extra, bad model directory, parity)."""
+
+
+class NonFiniteLoss(DistillError, RuntimeError):
+    """Training produced a non-finite loss: the message names the phase, step, term and last good checkpoint."""
+
+    exit_code = 3
+
+
+class Interrupted(DistillError, RuntimeError):
+    """SIGINT/SIGTERM arrived: a checkpoint was saved; the message says how to resume."""
+
+    exit_code = 130
+    prefix = "interrupted"

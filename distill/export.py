@@ -1,6 +1,6 @@
 """Export a saved sequence classifier to ONNX, check it, optionally quantize it.
 
-``python -m distill.export onnx <model_dir> [--out DIR] [--atol 1e-4] [--quantize] [--dev-tsv PATH]``
+``python -m distill export onnx <model_dir> [--out DIR] [--atol 1e-4] [--quantize] [--dev-tsv PATH]``
 
 The model directory is any saved Hugging Face sequence classifier with its
 tokenizer (a run's ``model/``: the ALBERT student or the BERT teacher). The
@@ -27,7 +27,6 @@ import csv
 import importlib.util
 import io
 import json
-import sys
 import warnings
 from pathlib import Path
 
@@ -35,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+
+from distill.errors import ExportError
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 EXPORTERS = ("dynamo", "torchscript")
@@ -45,10 +46,6 @@ PARITY_TEXTS = [
     "the plot was thin, but the acting kept me watching until the very end",
     "not good at all",
 ]
-
-
-class ExportError(Exception):
-    """Bad input or a failed check, reported as one line (the CLI prints it without a stack trace)."""
 
 
 def require_onnx(exporter: str = "dynamo") -> None:
@@ -233,42 +230,8 @@ def export_dir(model_dir: str | Path, out: str | Path | None = None, atol: float
     return result
 
 
-CARD_FIELDS = [
-    ("teacher", "Teacher"),
-    ("data", "Data"),
-    ("student", "Student shape"),
-    ("sharing", "Cross-layer sharing"),
-    ("params", "Parameters"),
-    ("heldout", "Held-out metrics (on data that chose nothing)"),
-    ("speedup", "Measured speed-up"),
-]
-
-
-def _card_value(value) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                         for k, v in value.items())
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def write_model_card(model_dir: str | Path, info: dict) -> Path:
-    """Write README.md into ``model_dir`` from whichever of CARD_FIELDS ``info`` holds (missing ones are left out).
-
-    A saved model should say where it came from and what it is worth without
-    its run directory; the hub and ``huggingface_hub.ModelCard`` read this file.
-    """
-    path = check_model_dir(model_dir) / "README.md"
-    lines = ["---", "library_name: transformers", "pipeline_tag: text-classification", "---", "",
-             f"# {info.get('name', Path(model_dir).resolve().parent.name)}", ""]
-    lines += [f"- {label}: {_card_value(info[key])}" for key, label in CARD_FIELDS if info.get(key) is not None]
-    if info.get("notes"):
-        lines += ["", str(info["notes"])]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distill.export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m distill export", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="format", required=True)
     onnx_cmd = sub.add_parser("onnx", help="export to ONNX and check parity with PyTorch")
     onnx_cmd.add_argument("model_dir", help="a saved sequence-classification model directory (config.json + tokenizer)")
@@ -278,13 +241,5 @@ def main(argv: list[str] | None = None) -> int:
     onnx_cmd.add_argument("--dev-tsv", help="TSV with a sentence<TAB>label header: print fp32 and int8 ONNX accuracy")
     onnx_cmd.add_argument("--exporter", choices=EXPORTERS, default="dynamo", help="torch.onnx exporter (default dynamo)")
     args = parser.parse_args(argv)
-    try:
-        export_dir(args.model_dir, args.out, args.atol, args.quantize, args.dev_tsv, args.exporter)
-    except ExportError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    export_dir(args.model_dir, args.out, args.atol, args.quantize, args.dev_tsv, args.exporter)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

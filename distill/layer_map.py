@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-
-class LayerMapError(ValueError):
-    pass
+from distill.errors import LayerMapError
 
 
 class LayerMap:

@@ -78,19 +78,12 @@ class AttentionMSE(nn.Module):
     A pair (q, k) is valid when both tokens are real; masked entries are
     selected away with ``torch.where`` before any arithmetic, so a mask value
     of ``torch.finfo(dtype).min`` (or -inf) never yields inf or NaN.
-    Head counts must match, unless ``head_reduction='mean'``, which compares
-    the head-averaged scores [b, 1, t, t].
+    Head counts must match (``distill.checks`` says so before training), unless
+    ``head_reduction='mean'``, which compares the head-averaged scores [b, 1, t, t].
     """
 
-    def __init__(self, student_heads: int, teacher_heads: int, head_reduction: str = "none"):
+    def __init__(self, head_reduction: str = "none"):
         super().__init__()
-        if head_reduction not in ("none", "mean"):
-            raise ValueError(f"attention head_reduction='{head_reduction}' is unknown; use 'none' or 'mean'")
-        if head_reduction == "none" and student_heads != teacher_heads:
-            raise ValueError(
-                f"attention MSE needs equal head counts (student {student_heads}, teacher {teacher_heads}); "
-                "set student.num_heads to the teacher's or use head_reduction=mean"
-            )
         self.head_reduction = head_reduction
 
     def forward(self, a_s: list[torch.Tensor], a_t: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
@@ -127,13 +120,11 @@ class SoftCrossEntropy(nn.Module):
     """L_pred = mean over examples of -softmax(z_T / T) . log_softmax(z_S / T), times T^2 if ``scale_by_t2``.
 
     z_S, z_T: [b, c] (or [n, c] for selected token positions). T^2 keeps the
-    gradient scale independent of T (Hinton et al.); TinyBERT leaves it out.
+    gradient scale independent of T (Hinton et al.); TinyBERT leaves it out. T > 0 (``distill.checks``).
     """
 
     def __init__(self, temperature: float = 1.0, scale_by_t2: bool = False):
         super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"soft cross-entropy temperature={temperature} must be > 0")
         self.temperature = temperature
         self.scale = temperature**2 if scale_by_t2 else 1.0
 

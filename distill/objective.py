@@ -9,12 +9,11 @@ Which terms are on is config (``LossWeights``): the teacher fine-tune stage is
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import torch
 from torch import nn
 
 from distill.attention import Intermediates, intermediates, use_fast_attention, use_score_attention
+from distill.config import LAYER_TERMS, LossOptions, LossWeights, TEACHER_TERMS
 from distill.layer_map import LayerMap
 from distill.losses import (
     AttentionMSE,
@@ -26,44 +25,6 @@ from distill.losses import (
     TinyBertAttentionMSE,
 )
 from distill.teacher import FrozenTeacher
-
-
-@dataclass
-class LossWeights:
-    embedding: float = 0.0
-    hidden: float = 0.0
-    attention: float = 0.0
-    soft_ce: float = 0.0
-    hard_ce: float = 0.0
-    cosine: float = 0.0
-    # the student's own masked-LM loss (DistilBERT); needs a student with an MLM head
-    mlm: float = 0.0
-
-    def active(self) -> list[str]:
-        return [f.name for f in fields(self) if getattr(self, f.name) != 0]
-
-
-@dataclass
-class LossOptions:
-    temperature: float = 1.0
-    scale_by_t2: bool = False
-    # one W_h for all layers (TinyBERT's code) or one per mapped layer (the paper)
-    shared_hidden_projection: bool = False
-    # 'none' needs equal head counts; 'mean' compares head-averaged scores
-    attention_head_reduction: str = "none"
-    # TinyBERT's exact formulas: one W for embeddings and hidden states, padding
-    # not masked (padded query rows included in attention), no T^2
-    tinybert_compat: bool = False
-    # masked-LM terms (mlm, soft_ce on MLM logits): share of tokens masked, 80/10/10 as BERT
-    mlm_probability: float = 0.15
-    # soft_ce on MLM logits needs a teacher MLM head: 'auto' drops the term (saying so once)
-    # when the teacher has none; 'required' fails instead
-    teacher_mlm: str = "auto"
-
-
-TEACHER_TERMS = ("embedding", "hidden", "attention", "soft_ce", "cosine")
-# terms that read a model's layers (hidden states, attention scores), not just its output
-LAYER_TERMS = ("embedding", "hidden", "attention", "cosine")
 
 
 class TokenMasker:
@@ -97,52 +58,35 @@ class Objective(nn.Module):
         masker: TokenMasker | None = None,
     ):
         super().__init__()
-        options = options or LossOptions()
-        active = weights.active()
-        if not active:
-            raise ValueError("loss weights: every weight is 0; set at least one of " + ", ".join(f.name for f in fields(weights)))
-        needs_teacher = [t for t in active if t in TEACHER_TERMS]
-        if needs_teacher and teacher is None:
-            raise ValueError(f"loss weights {needs_teacher} need a teacher, but none was given")
-        if {"hidden", "attention"} & set(active) and layer_map is None:
-            raise ValueError("hidden/attention losses need a layer map")
         self.student = student
         self.weights = weights
-        self.options = options
+        self.options = options = options or LossOptions()
         self.layer_map = layer_map
-        if "mlm" in active and masker is None:
-            raise ValueError("the mlm loss needs a token masker (and a student with a masked-LM head)")
         self.masker = masker
         # not a submodule: see FrozenTeacher
         self.__dict__["teacher"] = teacher
-
-        s_cfg = student.config
-        t_cfg = teacher.config if teacher is not None else None
-        self.terms = active
+        # which terms may be combined, and with what, was checked with the config (distill.checks)
+        self.terms = active = weights.active()
         # an objective of logits alone runs the student with fused attention (sdpa): no scores to keep
         self.reads_layers = bool(set(LAYER_TERMS) & set(active)) or masker is not None
         self.reads_teacher = bool(set(TEACHER_TERMS) & set(active))
         (use_score_attention if self.reads_layers else use_fast_attention)(student)
+        t_cfg = teacher.config if teacher is not None else None
         self.teacher_depth = self._teacher_depth(active, layer_map, t_cfg, masker)
+        self._build_terms(student.config, t_cfg)
+
+    def _build_terms(self, s_cfg, t_cfg) -> None:
+        """One loss module per active term; the projections (W_E, W_h, cosine's) are its parameters."""
+        active, options = self.terms, self.options
         if "hidden" in active or (options.tinybert_compat and "embedding" in active):
-            n = layer_map.student_layers if layer_map else 0
+            n = self.layer_map.student_layers if self.layer_map else 0
             self.hidden = HiddenMSE(s_cfg.hidden_size, t_cfg.hidden_size, n, options.shared_hidden_projection or options.tinybert_compat)
         if "embedding" in active:
             self.embedding = EmbeddingMSE(s_cfg.hidden_size, t_cfg.hidden_size)
             if options.tinybert_compat:
                 self.embedding.proj = self.hidden.projs[0]  # one W for embeddings and hidden states
         if "attention" in active:
-            if options.tinybert_compat:
-                if s_cfg.num_attention_heads != t_cfg.num_attention_heads:
-                    raise ValueError(
-                        f"attention MSE needs equal head counts (student {s_cfg.num_attention_heads}, "
-                        f"teacher {t_cfg.num_attention_heads}); set student.num_heads to the teacher's"
-                    )
-                self.attention = TinyBertAttentionMSE()
-            else:
-                self.attention = AttentionMSE(
-                    s_cfg.num_attention_heads, t_cfg.num_attention_heads, options.attention_head_reduction
-                )
+            self.attention = TinyBertAttentionMSE() if options.tinybert_compat else AttentionMSE(options.attention_head_reduction)
         if "soft_ce" in active:
             self.soft_ce = SoftCrossEntropy(options.temperature, options.scale_by_t2 and not options.tinybert_compat)
         if "hard_ce" in active or "mlm" in active:

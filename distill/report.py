@@ -1,6 +1,6 @@
 """How small can the student be? A sweep's (or any runs directory's) runs as a table and a plot.
 
-``python -m distill.report <runs dir> [--out DIR] [--bench SENTENCES.tsv]``
+``python -m distill report <runs dir> [--out DIR] [--bench SENTENCES.tsv]``
 
 Reads every task-stage ``metrics.json`` under the directory (each a sweep member or any other
 distillation run) and every ``skipped.json`` (a member that could not be built, with the reason),
@@ -27,8 +27,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from pathlib import Path
+
+from distill.errors import ConfigError
 
 COLUMNS = ["run", "student", "sharing", "init", "params_total", "params_non_embedding", "params_unique",
            "latency_ms_b1", "latency_ms_b32", "speedup_b1", "speedup_b32", "metric", "heldout", "reported_on",
@@ -222,7 +223,7 @@ def remeasure(rows: list[dict], root: Path, texts: list[str], threads: int, repe
 
     teachers = {json.loads((root / r["run"] / "metrics.json").read_text())["teacher_dir"] for r in rows}
     if len(teachers) != 1:
-        raise FileNotFoundError(f"--bench needs one teacher across the runs, found {sorted(teachers)}")
+        raise ConfigError(f"--bench needs one teacher across the runs, found {sorted(teachers)}")
     teacher = teachers.pop()
     dirs = [str(root / r["run"] / "model") for r in rows]
     report = benchmark([teacher, *dirs], texts=texts, threads=threads, repeats=repeats)
@@ -243,7 +244,7 @@ def write_report(root: str | Path, out: str | Path | None = None, bench_texts: l
         rows = _ranked(rows)
     others, evals = other_runs(root), evaluations(root)
     if not rows and not skipped and not others and not evals:
-        raise FileNotFoundError(f"{root}: no metrics.json, skipped.json or eval.json below it; point it at a runs or sweep directory")
+        raise ConfigError(f"{root}: no metrics.json, skipped.json or eval.json below it; point it at a runs or sweep directory")
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "report.md", "csv": out / "report.csv", "png": out / "report.png"}
     paths["md"].write_text(markdown(rows, skipped, others, evals))
@@ -256,7 +257,7 @@ def write_report(root: str | Path, out: str | Path | None = None, bench_texts: l
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m distill.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m distill report", description=__doc__.split("\n\n")[0])
     parser.add_argument("root", help="a sweep (or runs) directory")
     parser.add_argument("--out", help="where report.md/.csv/.png go (default: the directory)")
     parser.add_argument("--bench", metavar="TSV", help="time the teacher and every member again in this process on "
@@ -264,20 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args(argv)
-    try:
-        texts = None
-        if args.bench:
-            from distill.export import read_tsv
+    texts = None
+    if args.bench:
+        from distill.export import read_tsv
 
-            texts = read_tsv(args.bench)[0]
-        paths = write_report(args.root, args.out, texts, args.threads, args.repeats)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        texts = read_tsv(args.bench)[0]
+    paths = write_report(args.root, args.out, texts, args.threads, args.repeats)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,9 +12,8 @@ The vocabulary always comes from the teacher's tokenizer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 
-import torch
 from torch import nn
 from transformers import (
     AlbertConfig,
@@ -24,71 +23,16 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from distill.checks import student_problems
+from distill.config import StudentShape
+from distill.errors import ConfigError
 from distill.modeling_albert_pooled import AlbertMeanPoolForSequenceClassification
-
-SHARING_MODES = ("all", "every_k", "none")
-POOLING = ("cls", "mean")
-
-
-@dataclass
-class StudentShape:
-    num_layers: int = 4
-    hidden_size: int = 312
-    embedding_size: int = 128
-    num_heads: int = 12
-    intermediate_size: int = 1200
-    sharing: str = "every_k"
-    k: int = 2
-    # numerically the same as ALBERT's default gelu_new, about 17% faster on CPU
-    hidden_act: str = "gelu_pytorch_tanh"
-    dropout: float = 0.1
-    max_position_embeddings: int = 512
-    # sequence-classifier pooling: 'cls' (first token through tanh, as BERT/ALBERT) or
-    # 'mean' over real tokens (saved with its own small model file; load with trust_remote_code=True)
-    pooling: str = "cls"
-
-    def problems(self) -> list[str]:
-        """Every problem with this shape, one line each (empty when valid)."""
-        out = []
-        for name in ("num_layers", "hidden_size", "embedding_size", "num_heads", "intermediate_size"):
-            if getattr(self, name) < 1:
-                out.append(f"student.{name}={getattr(self, name)} must be >= 1")
-        if self.num_heads >= 1 and self.hidden_size % self.num_heads:
-            out.append(
-                f"student.hidden_size={self.hidden_size} is not divisible by student.num_heads={self.num_heads}; "
-                "pick a head count that divides it (with a teacher of another head count, also set "
-                "stage.loss.attention_head_reduction=mean)"
-            )
-        if self.sharing not in SHARING_MODES:
-            out.append(f"student.sharing='{self.sharing}' is unknown; use one of {', '.join(SHARING_MODES)}")
-        if self.sharing == "every_k" and (self.k < 1 or self.num_layers % self.k):
-            out.append(
-                f"student.k={self.k} does not divide student.num_layers={self.num_layers}; "
-                "sharing=every_k needs consecutive blocks of k layers"
-            )
-        if self.pooling not in POOLING:
-            out.append(f"student.pooling='{self.pooling}' is unknown; use cls or mean")
-        if not 0.0 <= self.dropout < 1.0:
-            out.append(f"student.dropout={self.dropout} must be in [0, 1)")
-        return out
-
-    @property
-    def num_groups(self) -> int:
-        return {"all": 1, "every_k": self.num_layers // max(self.k, 1), "none": self.num_layers}[self.sharing]
-
-    def tag(self) -> str:
-        """Short name for run directories, e.g. L4_H312_E128_A12_I1200_every2."""
-        share = {"all": "shareall", "none": "noshare", "every_k": f"every{self.k}"}.get(self.sharing, self.sharing)
-        return (
-            f"L{self.num_layers}_H{self.hidden_size}_E{self.embedding_size}"
-            f"_A{self.num_heads}_I{self.intermediate_size}_{share}"
-        ) + ("_mean" if self.pooling == "mean" else "")
 
 
 def albert_config(shape: StudentShape, tokenizer: PreTrainedTokenizerBase, type_vocab_size: int = 2, **extra) -> AlbertConfig:
-    problems = shape.problems()
+    problems = student_problems(shape)
     if problems:
-        raise ValueError(problems[0] if len(problems) == 1 else "; ".join(problems))
+        raise ConfigError("\n".join(problems))
     return AlbertConfig(
         vocab_size=len(tokenizer),
         embedding_size=shape.embedding_size,
@@ -172,11 +116,26 @@ def layer_group_of(model: nn.Module, layer: int) -> nn.Module:
     return core.encoder.albert_layer_groups[layer // per_group]
 
 
-@torch.no_grad()
-def init_from_albert(student: nn.Module, source: AlbertModel) -> None:
-    """Load a (general) student's ALBERT body into ``student``; its head stays as built."""
-    missing, unexpected = _albert_core(student).load_state_dict(source.state_dict(), strict=False)
-    # the general student's pooler is unused by a mean-pooled head, and absent before the task stage
+def load_albert_body(student: nn.Module, path: str | Path, vocab_size: int, field: str) -> None:
+    """Load a saved ALBERT's body (a general student, a converted pretrained ALBERT) into ``student``; its
+    head stays as built. ``field``: the config field that named ``path``, for the error."""
+    try:
+        source = AlbertModel.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{field}={path} cannot be loaded as ALBERT ({type(err).__name__}: "
+                          f"{(str(err).strip().splitlines() or [''])[0][:120]}); give a Hugging Face ALBERT directory") from None
+    if source.config.vocab_size != vocab_size:
+        raise ConfigError(
+            f"{field}={path} has a vocabulary of {source.config.vocab_size} but the teacher's tokenizer has {vocab_size}; "
+            "the student must share the teacher's vocabulary (distil it from this teacher, or point the field elsewhere)"
+        )
+    try:
+        missing, unexpected = _albert_core(student).load_state_dict(source.state_dict(), strict=False)
+    except RuntimeError as err:  # size mismatches
+        raise ConfigError(f"{field}={path} does not match the student's shape "
+                          f"({str(err).splitlines()[-1].strip()[:120]}); set student.* to its shape") from None
+    # the pooler is unused by a mean-pooled head, and absent before the task stage
     bad = [k for k in list(missing) + list(unexpected) if not k.startswith("pooler")]
     if bad:
-        raise ValueError(f"student init: the ALBERT body does not match this student's shape ({bad[:3]} ...)")
+        raise ConfigError(f"{field}={path} does not match the student's shape ({', '.join(bad[:3])}, ...); "
+                          "set student.* to its shape")

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +26,11 @@ import pyarrow.compute as pc
 import torch
 from datasets.fingerprint import Hasher
 from filelock import FileLock
-from filelock import FileLock
 from transformers import DataCollatorWithPadding
 
 from distill.attention import Intermediates
+from distill.config import TEACHER_TERMS
+from distill.files import building_dir
 from distill.layer_map import LayerMap
 from distill.teacher import FrozenTeacher
 
@@ -124,9 +123,15 @@ def _write_layer_cache(ds, teacher: FrozenTeacher, tokenizer, identity, layer_ma
         return False
     log.warning("teacher layers: caching %d examples' mapped outputs (%.2f GB, float16) in %s",
                 len(ds), size / 2**30, directory)
-    partial = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    with building_dir(directory) as partial:  # whole or absent: an interrupted build is rebuilt
+        _write_layers(ds, teacher, tokenizer, identity, layer_map, lengths, size, partial, batch_size)
+    return True
+
+
+def _write_layers(ds, teacher: FrozenTeacher, tokenizer, identity, layer_map: LayerMap, lengths: np.ndarray, size: int,
+                  partial: Path, batch_size: int) -> None:
+    hidden_layers, score_layers = mapped_layers(layer_map)
+    cfg = teacher.config
     token_offsets = np.concatenate([[0], np.cumsum(lengths)])
     score_offsets = np.concatenate([[0], np.cumsum(len(score_layers) * cfg.num_attention_heads * lengths**2)])
     hidden = np.memmap(partial / "hidden.f16", np.float16, "w+",
@@ -156,8 +161,6 @@ def _write_layer_cache(ds, teacher: FrozenTeacher, tokenizer, identity, layer_ma
         "width": cfg.hidden_size, "heads": cfg.num_attention_heads, "examples": len(ds), "bytes": size,
         "teacher": str(identity), "version": CACHE_VERSION,
     }) + "\n")
-    os.replace(partial, directory)  # whole or absent: an interrupted build is rebuilt
-    return True
 
 
 class CachedTeacher:
@@ -188,6 +191,7 @@ class CachedTeacher:
 # teacher terms a cache can answer: the mapped layers and the logits (cosine reads the last layer, MLM
 # terms masked positions that change every step)
 CACHEABLE = {"embedding", "hidden", "attention", "soft_ce"}
+# the layer terms the cache answers (cosine reads the last layer, which it does not store)
 LAYER_READERS = {"embedding", "hidden", "attention"}
 
 
@@ -196,7 +200,6 @@ def teacher_for_phases(phases, ds, teacher: FrozenTeacher, tokenizer, identity, 
     """The training data (with whatever cache columns are needed) and, per phase (by ``id``), what stands in
     for the teacher: a ``CachedTeacher`` for phases whose teacher terms it can answer, else the teacher.
     With a token ``masker`` (masked-LM terms) the teacher reads text that changes every step: no cache."""
-    from distill.objective import TEACHER_TERMS
     from distill.teacher import with_teacher_logits
 
     reads = [set(p.weights.active()) & set(TEACHER_TERMS) for p in phases]

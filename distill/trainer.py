@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from distill.checkpoint import Checkpoints, Progress, set_rng_state
-from distill.config import ConfigError, PhaseConfig, TrainConfig
+from distill.config import PhaseConfig, TrainConfig
+from distill.errors import ConfigError, Interrupted, NonFiniteLoss
 from distill.objective import Objective
 
 
@@ -36,10 +37,6 @@ def rss_mb() -> float | None:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return None
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
 
 
 class MetricsLog:
@@ -91,10 +88,6 @@ def _optimizer(objective: Objective, phase: PhaseConfig, weight_decay: float) ->
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=phase.lr)
-
-
-class Interrupted(RuntimeError):
-    """SIGINT/SIGTERM arrived: a checkpoint was saved; the message says how to resume."""
 
 
 class _StopSignals:
@@ -222,106 +215,134 @@ class _FiniteWatch:
         )
 
 
-def _train_phase(phase, total_steps, prepared, generator, cfg, ctx, progress, resume, stop) -> dict:
-    model, optimizer, loader, scheduler = prepared
-    accelerator, log = ctx.accelerator, ctx.log
-    model.train()
-    bar = tqdm(total=total_steps, initial=progress.step, desc=phase.name,
-               disable=not (cfg.progress and accelerator.is_main_process))
-    # wall time of the phase; evaluation and checkpoint writes are timed apart and left out of training time
-    clock = time.perf_counter() - progress.seconds
-    # only a phase whose dev score picks the kept model is evaluated
-    evaluating = ctx.evaluate is not None and phase.select_best
-    watch = _FiniteWatch()
+class _Phase:
+    """One phase's state, and the named things the loop does besides stepping: where each epoch's batches
+    come from (replaying an interrupted epoch on resume), logging, evaluation, checkpoints, the result."""
 
-    def train_seconds() -> float:
-        return time.perf_counter() - clock - progress.eval_seconds - progress.checkpoint_seconds
+    def __init__(self, phase: PhaseConfig, total_steps: int, prepared, generator, cfg: TrainConfig, ctx: TrainContext,
+                 progress: Progress):
+        self.phase, self.total, self.cfg, self.ctx, self.progress = phase, total_steps, cfg, ctx, progress
+        self.model, self.optimizer, self.loader, self.scheduler = prepared
+        self.generator = generator  # the sampler draws each epoch's order from it; its state is checkpointed
+        self.sampler_state: torch.Tensor | None = None
+        self.watch = _FiniteWatch()
+        # only a phase whose score on the selection split picks the kept model is evaluated
+        self.evaluating = ctx.evaluate is not None and phase.select_best
+        self.bar = tqdm(total=total_steps, initial=progress.step, desc=phase.name,
+                        disable=not (cfg.progress and ctx.accelerator.is_main_process))
+        # wall time of the phase; evaluation and checkpoint writes are timed apart and left out of training time
+        self.clock = time.perf_counter() - progress.seconds
 
-    def checkpoint() -> Path | None:
-        watch.check(phase.name, ctx.checkpoints.latest())
+    def epochs(self, resume: dict | None):
+        """Each epoch's batch iterator until the phase's steps are done. On resume, the interrupted epoch's order
+        is replayed and what was done skipped, even when the phase had ended: the sampler's generator must be
+        where the uninterrupted run left it."""
+        batches = None
+        if resume is not None:
+            self.sampler_state = resume["sampler_state"]
+            self.generator.set_state(self.sampler_state)
+            batches = iter(self.loader)
+            for _ in range(self.progress.batch_in_epoch):
+                next(batches)
+            set_rng_state(resume["rng"])
+        while self.progress.step < self.total:
+            if batches is None:
+                self.sampler_state = self.generator.get_state()
+                batches = iter(self.loader)
+            yield batches
+            batches = None
+            self.progress.epoch += 1
+            self.progress.batch_in_epoch = 0
+
+    def add(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], batch) -> None:
+        """Account for one batch's loss, summed on the device (read at log steps)."""
+        progress = self.progress
+        self.watch.add(loss, terms, progress.step)
+        progress.examples += batch["input_ids"].size(0) * self.ctx.accelerator.num_processes
+        for k, v in {**terms, "loss": loss}.items():
+            progress.running[k] = progress.running.get(k, 0.0) + v.detach()
+        progress.batches_since_log += 1
+
+    def train_seconds(self) -> float:
+        return time.perf_counter() - self.clock - self.progress.eval_seconds - self.progress.checkpoint_seconds
+
+    def log(self) -> None:
+        progress = self.progress
+        if not progress.batches_since_log:
+            return
+        self.watch.check(self.phase.name, self.ctx.checkpoints.latest())
+        n, progress.batches_since_log = progress.batches_since_log, 0
+        progress.last_terms = {k: float(v) / n for k, v in progress.running.items()}
+        progress.running = {}
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in progress.last_terms.items()})
+        if self.ctx.accelerator.is_main_process:
+            self.ctx.log.write({"phase": self.phase.name, "step": progress.step, "epoch": progress.epoch,
+                                "lr": self.scheduler.get_last_lr()[0],
+                                "examples_per_second": progress.examples / self.train_seconds(), "rss_mb": rss_mb(),
+                                **progress.last_terms})
+
+    def evaluate(self) -> None:
+        self.watch.check(self.phase.name, self.ctx.checkpoints.latest())
         started = time.perf_counter()
-        progress.seconds = started - clock
-        progress.log_bytes = log.size()
+        metrics = self.ctx.evaluate()
+        if self.ctx.accelerator.is_main_process:
+            self.ctx.log.write({"phase": self.phase.name, "step": self.progress.step, "eval": metrics})
+        if self.ctx.best is not None:
+            self.ctx.best(metrics, self.progress.step)
+        self.progress.eval_seconds += time.perf_counter() - started
+
+    def checkpoint(self) -> Path | None:
+        ctx, progress = self.ctx, self.progress
+        self.watch.check(self.phase.name, ctx.checkpoints.latest())
+        started = time.perf_counter()
+        progress.seconds = started - self.clock
+        progress.log_bytes = ctx.log.size()
         progress.running = {k: float(v) for k, v in progress.running.items()}  # tensors summed on the device
         if ctx.best is not None:
             progress.best, progress.best_step = ctx.best.best, ctx.best.best_step
-        saved = ctx.checkpoints.save(progress, sampler_state, accelerator.unwrap_model(model), optimizer, scheduler) \
-            if accelerator.is_main_process else None
+        saved = ctx.checkpoints.save(progress, self.sampler_state, ctx.accelerator.unwrap_model(self.model),
+                                     self.optimizer, self.scheduler) if ctx.accelerator.is_main_process else None
         progress.checkpoint_seconds += time.perf_counter() - started
         return saved
 
-    replaying = resume is not None
-    if replaying:
-        # replay the interrupted epoch's order and skip what was done, even when the phase had
-        # ended: the sampler's generator must be where the uninterrupted run left it
-        sampler_state = resume["sampler_state"]
-        generator.set_state(sampler_state)
-        batches = iter(loader)
-        for _ in range(progress.batch_in_epoch):
-            next(batches)
-        set_rng_state(resume["rng"])
-    while progress.step < total_steps:
-        if not replaying:
-            sampler_state = generator.get_state()
-            batches = iter(loader)
-        replaying = False
+    def result(self) -> dict:
+        self.bar.close()
+        self.watch.check(self.phase.name, self.ctx.checkpoints.latest())
+        p, seconds = self.progress, self.train_seconds()
+        return {"steps": p.step, "examples_seen": p.examples, "train_seconds": seconds,
+                "train_examples_per_second": p.examples / seconds if seconds > 0 else 0.0,
+                "eval_seconds": p.eval_seconds, "checkpoint_seconds": p.checkpoint_seconds,
+                "losses": p.last_terms, "nonfinite_skips": p.nonfinite_skips}
+
+
+def _train_phase(phase: PhaseConfig, total: int, prepared, generator, cfg: TrainConfig, ctx: TrainContext,
+                 progress: Progress, resume: dict | None, stop: _StopSignals) -> dict:
+    this = _Phase(phase, total, prepared, generator, cfg, ctx, progress)
+    model, optimizer, _, scheduler = prepared
+    model.train()
+    for batches in this.epochs(resume):
         for batch in batches:
             progress.batch_in_epoch += 1
-            out = train_step(model, batch, optimizer, scheduler, accelerator, cfg.max_grad_norm,
+            out = train_step(model, batch, optimizer, scheduler, ctx.accelerator, cfg.max_grad_norm,
                              skip_nonfinite=cfg.on_nonfinite == "skip")
             if out is None:
                 progress.nonfinite_skips += 1
                 continue
-            loss, terms = out
-            watch.add(loss, terms, progress.step)
-            progress.examples += batch["input_ids"].size(0) * accelerator.num_processes
-            for k, v in {**terms, "loss": loss}.items():  # summed on the device, read at log steps
-                progress.running[k] = progress.running.get(k, 0.0) + v.detach()
-            progress.batches_since_log += 1
-            if not accelerator.sync_gradients:
-                continue
+            this.add(*out, batch)
+            if not ctx.accelerator.sync_gradients:
+                continue  # inside a gradient-accumulation window
             progress.step += 1
-            step = progress.step
-            bar.update(1)
-            if (step % cfg.log_every == 0 or step == total_steps) and progress.batches_since_log:
-                watch.check(phase.name, ctx.checkpoints.latest())
-                n, progress.batches_since_log = progress.batches_since_log, 0
-                progress.last_terms = {k: float(v) / n for k, v in progress.running.items()}
-                progress.running = {}
-                record = {"phase": phase.name, "step": step, "epoch": progress.epoch, "lr": scheduler.get_last_lr()[0],
-                          "examples_per_second": progress.examples / train_seconds(),
-                          "rss_mb": rss_mb(), **progress.last_terms}
-                bar.set_postfix({k: f"{v:.4g}" for k, v in progress.last_terms.items()})
-                if accelerator.is_main_process:
-                    log.write(record)
-            if evaluating and (step == total_steps or (phase.eval_every > 0 and step % phase.eval_every == 0)):
-                watch.check(phase.name, ctx.checkpoints.latest())
-                started = time.perf_counter()
-                _run_eval(ctx, phase, step)
-                progress.eval_seconds += time.perf_counter() - started
-            periodic = cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0
-            if step == total_steps or periodic or stop.received:
-                saved = checkpoint()
+            this.bar.update(1)
+            step, last = progress.step, progress.step == total
+            if last or step % cfg.log_every == 0:
+                this.log()
+            if this.evaluating and (last or (phase.eval_every > 0 and step % phase.eval_every == 0)):
+                this.evaluate()
+            if last or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0) or stop.received:
+                saved = this.checkpoint()
             if stop.received:
                 raise Interrupted(f"{stop.received} at phase '{phase.name}' step {step}: checkpoint saved to {saved}; "
                                   "run the same command with resume=true to continue")
-            if step >= total_steps:
-                break
-        else:
-            progress.epoch += 1
-            progress.batch_in_epoch = 0
-    bar.close()
-    watch.check(phase.name, ctx.checkpoints.latest())
-    seconds = train_seconds()
-    return {"steps": progress.step, "examples_seen": progress.examples, "train_seconds": seconds,
-            "train_examples_per_second": progress.examples / seconds if seconds > 0 else 0.0,
-            "eval_seconds": progress.eval_seconds, "checkpoint_seconds": progress.checkpoint_seconds,
-            "losses": progress.last_terms, "nonfinite_skips": progress.nonfinite_skips}
-
-
-def _run_eval(ctx: TrainContext, phase: PhaseConfig, step: int) -> None:
-    metrics = ctx.evaluate()
-    if ctx.accelerator.is_main_process:
-        ctx.log.write({"phase": phase.name, "step": step, "eval": metrics})
-    if ctx.best is not None:
-        ctx.best(metrics, step)
+            if last:
+                return this.result()
+    return this.result()

@@ -6,13 +6,12 @@ settings then reads it from the cache. Prints where it lives and what it holds.
 
 from __future__ import annotations
 
-import json
-
 import torch
 
 from distill.augment import augment_train
-from distill.config import check
+from distill.checks import check
 from distill.data import load_task_splits
+from distill.files import write_json
 
 
 def run(cfg) -> dict:
@@ -21,7 +20,7 @@ def run(cfg) -> dict:
         torch.set_num_threads(cfg.train.threads)
     train = load_task_splits(cfg.task)["train"]  # the split the task stage trains on (selection holdout removed)
     result = augment_train(train, cfg.task, cfg.augment, progress=cfg.train.progress)
-    (result.directory / "stats.json").write_text(json.dumps(result.stats, indent=2) + "\n")
+    write_json(result.directory / "stats.json", result.stats)
     s = result.stats
     speed = f", {s['examples_per_second']} examples/s" if s["examples_per_second"] else " (all from the cache)"
     print(f"augmented {s['examples']:,} examples into {s['rows']:,} rows "

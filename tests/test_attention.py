@@ -5,7 +5,8 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from distill.attention import SCORES_ATTENTION, intermediates, use_score_attention
-from distill.student import StudentShape, build_student
+from distill.config import StudentShape
+from distill.student import build_student
 
 
 def _eager(model):

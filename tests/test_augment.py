@@ -213,7 +213,7 @@ def test_vectors_file_neighbours(ws, tmp_path):
     assert found["plot"] == [words[i] for i in np.argsort(-sims)[:3]]
 
     path.write_text("good 1 2 3\nbad 1 x 3\n")
-    from distill.config import ConfigError
+    from distill.errors import ConfigError
 
     with pytest.raises(ConfigError, match="vectors.txt line 2: not 'word v1 v2 ...'"):
         build_augmenter(aug_cfg(ws, tmp_path, model=str(ws / "base"), vectors=str(path)), ["sentence"])

@@ -1,17 +1,22 @@
 """Bad configs, data, teachers and checkpoints: one clear line each, before any long work."""
 
+import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from distill.__main__ import run
 from distill.checkpoint import Checkpoints
-from distill.config import ConfigError
+from distill.errors import ConfigError
+from distill.rundir import RUN_FILES
 from distill.testing import write_tiny_workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_pipeline import compose_cfg  # noqa: E402
+from test_pipeline import compose_cfg, overrides  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +43,7 @@ CASES = [
     ("general", ["corpus.max_length=1000"], r"corpus.max_length=1000 must be in 8..student.max_position_embeddings \(64\)"),
     ("general", ["teacher.name_or_path=/no/such/teacher"], "model /no/such/teacher cannot be loaded"),
     ("general", ["stage.loss.temperature=0"], "stage.loss.temperature=0.0 must be > 0"),
-    ("teacher", ["task.metrics=[accuracy,auc]"], "task.metrics: 'auc' is unknown"),
+    ("teacher", ["task.metrics=[accuracy,auc]"], "task.metrics='auc' is unknown"),
     ("teacher", ["task.label_names=[only]"], "needs at least two labels"),
     ("teacher", ["task.data_dir=/no/such/dir"], "task.data_dir: /no/such/dir/train.tsv does not exist"),
     ("teacher", ["resume=/no/such/checkpoint"], "resume=/no/such/checkpoint: not a checkpoint directory"),
@@ -51,7 +56,13 @@ CASES = [
     ("task", ["augment.enabled=true", "augment.candidates=mlm"], "augment.candidates=mlm but augment.model=.* has no masked-LM head"),
     ("augment", ["augment.vectors=/no/such/glove.txt"], "augment.vectors: /no/such/glove.txt does not exist"),
     ("teacher", ["augment.enabled=true"], "augment.enabled=true applies to stage=task"),
-    ("task", ["augment.enabled=true", "augment.model=/no/such/mlm"], "augment.model=/no/such/mlm: its config.json cannot be read"),
+    ("general", ["stage.phases.0.weights.embedding=0", "stage.phases.0.weights.hidden=0", "stage.phases.0.weights.attention=0"],
+     r"stage.phases\[0\] \(general\).weights are all 0; turn on at least one of embedding, hidden"),
+    ("teacher", ["stage.phases.0.weights.soft_ce=1"], "stage=teacher fine-tunes the teacher on the labels alone; use hard_ce only"),
+    ("task", ["stage.phases.0.weights.mlm=1"], "the mlm loss needs a masked-LM student: only stage=general trains one"),
+    ("general", ["stage.loss.temperature=0"], "stage.loss.temperature=0.0 must be > 0"),
+    ("general", ["stage.loss.attention_head_reduction=max"], "stage.loss.attention_head_reduction='max' is unknown"),
+    ("task", ["augment.enabled=true", "augment.model=/no/such/mlm"], "augment.model: the model /no/such/mlm cannot be loaded"),
 ]
 
 
@@ -105,7 +116,7 @@ def test_truncated_teacher_weights(ws, tmp_path):
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     cfg = compose_cfg(ws, "stage=task", f"teacher.finetuned={broken}", f"run_dir={tmp_path / 'run'}")
-    with pytest.raises(ConfigError, match=f"model {broken} cannot be loaded .*complete Hugging Face model directory"):
+    with pytest.raises(ConfigError, match=f"model {broken} cannot be loaded .*complete model directory"):
         run(cfg)
 
 
@@ -117,7 +128,8 @@ def test_corrupt_checkpoint(tmp_path):
 
 
 def test_general_student_from_another_vocabulary(ws, tmp_path):
-    from distill.student import StudentShape, build_student
+    from distill.config import StudentShape
+    from distill.student import build_student
     from distill.testing import write_tiny_tokenizer
 
     other = write_tiny_tokenizer(tmp_path / "tok")
@@ -134,7 +146,7 @@ def test_general_student_from_another_vocabulary(ws, tmp_path):
 @pytest.mark.parametrize("mode", ["stop", "skip"])
 def test_nonfinite_loss_stops_or_skips(ws, tmp_path, monkeypatch, mode):
     from distill.losses import HardCrossEntropy
-    from distill.trainer import NonFiniteLoss
+    from distill.errors import NonFiniteLoss
 
     calls = {"n": 0}
     original = HardCrossEntropy.forward
@@ -155,3 +167,87 @@ def test_nonfinite_loss_stops_or_skips(ws, tmp_path, monkeypatch, mode):
     else:
         metrics = run(cfg)
         assert metrics["nonfinite_skips"] == 1 and metrics["steps"] == 4
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m distill ...`` as a user runs it: its exit code, stdout and stderr."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "distill", *args], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+
+
+# configs that once passed the up-front checks and failed only after the corpus was packed and both models
+# loaded (with a traceback, leaving a claimed run directory that then refused a re-run as 'unfinished')
+LATE_FAILURES = [
+    (["recipe=distilbert", "student.num_layers=8", "student.hidden_size=32", "student.num_heads=4",
+      "student.intermediate_size=20", "student.embedding_size=32"],
+     r"^error: stage.layer_map: G\(1\) = 0 is out of range; teacher layers are 1..4"),
+    (["stage=task", "student.num_heads=2", "stage.loss.attention_head_reduction=mean", "stage.loss.tinybert_compat=true"],
+     r"^error: student.num_heads=2 but the teacher has 4 heads.*tinybert_compat=true has no head reduction"),
+]
+
+
+@pytest.mark.parametrize("bad, message", LATE_FAILURES, ids=["distilbert_8_layers", "tinybert_compat_heads"])
+def test_late_failing_configs_fail_up_front_in_one_line(ws, tmp_path, bad, message):
+    import re
+
+    run_dir = tmp_path / "run"
+    args = overrides(ws, f"teacher.name_or_path={ws / 'teacher'}", f"teacher.finetuned={ws / 'finetuned'}",
+                     f"run_dir={run_dir}", "corpus.fetch=[news]", *bad)
+    started = time.perf_counter()
+    result = cli(*args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(message, lines[0]), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    # nothing was loaded or packed (the news corpus alone takes minutes), and the run directory stays free
+    # (Hydra's own .hydra/ and log aside): the fixed command runs without overwrite=true
+    assert time.perf_counter() - started < 60
+    assert not [name for name in RUN_FILES if (run_dir / name).exists()]
+
+
+def test_a_typo_in_general_student_is_an_error_not_a_random_student(ws, tmp_path):
+    cfg = compose_cfg(ws, "stage=task", f"teacher.finetuned={ws / 'finetuned'}", f"run_dir={tmp_path / 'run'}",
+                      f"general_student={tmp_path / 'genral' / 'model'}")
+    with pytest.raises(ConfigError, match=r"general_student=.*genral/model is not a saved model directory \(no "
+                                          r"config.json\); point it at a general stage's model/ directory"):
+        run(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_general_student_auto_reads_the_general_stage_of_this_shape(ws, tmp_path):
+    from distill.checks import check
+
+    cfg = OmegaConf.to_object(compose_cfg(ws, "stage=task", f"runs_root={tmp_path}", f"teacher.finetuned={ws / 'finetuned'}"))
+    assert cfg.general_student == "auto" and cfg.general_student_dir() is None  # none yet: not an error
+    check(cfg)
+    saved = tmp_path / "general" / cfg.student.tag() / "model"
+    saved.mkdir(parents=True)
+    (saved / "config.json").write_text("{}")
+    assert cfg.general_student_dir() == saved
+
+
+def test_cli_maps_every_distill_error_to_one_line_and_its_exit_code(capsys):
+    from distill.cli import exit_code
+    from distill.errors import Interrupted, NonFiniteLoss
+
+    def fail(err):
+        def command():
+            raise err
+        return command
+
+    assert exit_code(fail(ConfigError("a.b=1 is wrong; set a.b=2\nc=3 is wrong; set c=4"))) == 2
+    assert exit_code(fail(NonFiniteLoss("phase 'x' step 3: loss term hidden is nan"))) == 3
+    assert exit_code(fail(Interrupted("SIGTERM at phase 'x' step 3"))) == 130
+    assert capsys.readouterr().err.splitlines() == [
+        "error: a.b=1 is wrong; set a.b=2", "error: c=3 is wrong; set c=4",
+        "error: phase 'x' step 3: loss term hidden is nan", "interrupted: SIGTERM at phase 'x' step 3"]
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        exit_code(lambda: 1 / 0)
+
+
+def test_the_schema_and_checks_import_no_model_code():
+    code = ("import sys, distill.config, distill.checks; "
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'accelerate') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

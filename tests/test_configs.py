@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from distill.config import problems
+from distill.checks import problems
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = {g: sorted(p.stem for p in (CONF / g).glob("*.yaml")) for g in ("stage", "task", "student", "teacher", "recipe")}

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.config import ConfigError, CorpusConfig, HubSource, TaskConfig
+from distill.errors import ConfigError
+from distill.config import CorpusConfig, HubSource, TaskConfig
 from distill.data import eval_loader, load_corpus, load_task, tokenize_task, train_loader
 
 

@@ -8,12 +8,17 @@ import torch
 from transformers import AutoModelForMaskedLM
 
 from distill.attention import use_score_attention
-from distill.config import ConfigError
-from distill.init import StudentInit, copy_teacher_embeddings, copy_teacher_layers, load_albert_dir, svd_embeddings
+from distill.errors import ConfigError
+from distill.config import StudentInit
+from distill.student_init import copy_teacher_embeddings, copy_teacher_layers, svd_embeddings
+from distill.student import load_albert_body
 from distill.layer_map import LayerMap
-from distill.objective import LossOptions, LossWeights, Objective, TokenMasker
-from distill.student import StudentShape, _albert_core, build_student
-from distill.teacher import FrozenTeacher, load_model
+from distill.config import LossOptions, LossWeights
+from distill.objective import Objective, TokenMasker
+from distill.config import StudentShape
+from distill.student import _albert_core, build_student
+from distill.teacher import FrozenTeacher
+from distill.hf import load_model
 from distill.testing import write_tiny_teacher, write_tiny_workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -123,14 +128,14 @@ def test_albert_dir_init(tokenizer, tmp_path):
     source = build_student(shape, tokenizer)
     source.save_pretrained(tmp_path / "albert")
     student = build_student(shape, tokenizer, num_labels=2)
-    load_albert_dir(student, str(tmp_path / "albert"), len(tokenizer))
+    load_albert_body(student, str(tmp_path / "albert"), len(tokenizer), field="stage.init.albert_dir")
     assert torch.equal(student.albert.embeddings.word_embeddings.weight, source.embeddings.word_embeddings.weight)
     with pytest.raises(ConfigError, match=f"has a vocabulary of {len(tokenizer)} but the teacher's tokenizer has 99"):
-        load_albert_dir(student, str(tmp_path / "albert"), 99)
+        load_albert_body(student, str(tmp_path / "albert"), 99, field="stage.init.albert_dir")
     wider = build_student(StudentShape(num_layers=2, hidden_size=32, embedding_size=8, num_heads=4,
                                        intermediate_size=20, sharing="all"), tokenizer, num_labels=2)
     with pytest.raises(ConfigError, match="does not match the student's shape"):
-        load_albert_dir(wider, str(tmp_path / "albert"), len(tokenizer))
+        load_albert_body(wider, str(tmp_path / "albert"), len(tokenizer), field="stage.init.albert_dir")
 
 
 @pytest.fixture(scope="module")

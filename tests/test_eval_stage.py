@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distill.__main__ import run
-from distill.config import ConfigError
+from distill.errors import ConfigError
 from distill.testing import write_tiny_teacher, write_tiny_workspace
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -72,7 +72,7 @@ def test_eval_defaults_to_the_reported_split_and_refuses_to_overwrite(ws, tmp_pa
     ([], "stage=eval needs model=<a saved model directory>"),
     (["model=/nonexistent/model"], "model=/nonexistent/model is not a saved model directory"),
     (["eval.splits=[test]"], "task 'sst2' has no labelled test split"),
-    (["eval.splits=[valid]"], "eval.splits: 'valid' is unknown"),
+    (["eval.splits=[valid]"], "eval.splits='valid' is unknown"),
     (["eval.files=[/nonexistent.tsv]"], "eval.files: /nonexistent.tsv does not exist"),
 ])
 def test_eval_bad_input_is_one_line_before_loading(ws, tmp_path, extra, message):

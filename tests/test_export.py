@@ -10,8 +10,11 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from distill.export import ExportError, main as export_main, write_model_card
-from distill.student import StudentShape, build_student, parameter_counts
+from distill.errors import ExportError
+from distill.cli import main as distill_cli
+from distill.model_card import write_model_card
+from distill.config import StudentShape
+from distill.student import build_student, parameter_counts
 
 LABELS = {0: "negative", 1: "positive"}
 SHAPE = StudentShape(num_layers=2, hidden_size=16, embedding_size=8, num_heads=4, intermediate_size=20,
@@ -45,7 +48,7 @@ def exported(student_dir, tmp_path_factory):
     dev.write_text("sentence\tlabel\na good movie\t1\nbad and boring\t0\nthe plot was dull\t0\nfun\t1\n")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert export_main(["onnx", str(student_dir), "--out", str(out), "--quantize", "--dev-tsv", str(dev)]) == 0
+        assert distill_cli(["export", "onnx", str(student_dir), "--out", str(out), "--quantize", "--dev-tsv", str(dev)]) == 0
     (out / "printed.txt").write_text(printed.getvalue())
     return out
 
@@ -117,10 +120,10 @@ def test_parity_failure_is_one_line(student_dir, exported, tmp_path, capsys):
 
 
 def test_bad_model_dir_is_one_line(tmp_path, capsys):
-    assert export_main(["onnx", str(tmp_path / "nowhere")]) == 2
+    assert distill_cli(["export", "onnx", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "nowhere is not a directory" in err and "\n" not in err
-    assert export_main(["onnx", str(tmp_path)]) == 2
+    assert distill_cli(["export", "onnx", str(tmp_path)]) == 2
     assert "has no config.json" in capsys.readouterr().err
 
 
@@ -134,15 +137,13 @@ def test_model_card_writes_what_it_is_given(student_dir, tmp_path):
 
 
 def test_benchmark_json_has_the_fields(student_dir, tiny_dir, exported, tmp_path, capsys):
-    from distill.bench import main as bench_main
-
     # the student dir gets the graphs exported above; the tiny teacher is exported on the fly
     student = tmp_path / "student" / "model"
     shutil.copytree(student_dir, student)
     for name in ("model.onnx", "model.int8.onnx"):
         shutil.copy(exported / name, student / name)
     out = tmp_path / "bench.json"
-    assert bench_main([str(student), str(tiny_dir), "--length", "12", "--repeats", "2", "--threads", "1",
+    assert distill_cli(["bench", str(student), str(tiny_dir), "--length", "12", "--repeats", "2", "--threads", "1",
                        "--onnx", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert "speed-up" in capsys.readouterr().out
@@ -183,7 +184,7 @@ def test_missing_onnx_packages_are_one_line(student_dir, monkeypatch, capsys):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name, *a))
-    assert export_main(["onnx", str(student_dir)]) == 2
+    assert distill_cli(["export", "onnx", str(student_dir)]) == 2
     assert "onnxscript not installed; pip install -e '.[dev]'" in capsys.readouterr().err
 
 

@@ -1,6 +1,7 @@
 import pytest
 
-from distill.layer_map import LayerMap, LayerMapError
+from distill.layer_map import LayerMap
+from distill.errors import LayerMapError
 
 
 def test_uniform_multiple_is_tinybert_k_times_m():

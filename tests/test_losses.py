@@ -62,7 +62,7 @@ def _scores():
 def test_attention_mse_ignores_masked_pairs_and_stays_finite():
     s, t, mask = _scores()
     s.requires_grad_(True)
-    loss = AttentionMSE(1, 1)([s], [t], mask)
+    loss = AttentionMSE()([s], [t], mask)
     # valid pairs: (0,0) (0,1) (1,0) (1,1): diffs 1, 0, 2, -1 -> 6 / 4
     assert loss.item() == pytest.approx(6 / 4)
     loss.backward()
@@ -73,16 +73,14 @@ def test_attention_mse_ignores_masked_pairs_and_stays_finite():
 def test_attention_mse_with_minus_inf_mask_is_finite():
     s, t, mask = _scores()
     s = torch.where(s == MIN, float("-inf"), s)
-    assert AttentionMSE(1, 1)([s], [t], mask).item() == pytest.approx(6 / 4)
+    assert AttentionMSE()([s], [t], mask).item() == pytest.approx(6 / 4)
 
 
-def test_attention_mse_head_counts():
-    with pytest.raises(ValueError, match="equal head counts .student 4, teacher 12"):
-        AttentionMSE(4, 12)
+def test_attention_mse_head_mean():
     s = torch.stack([torch.ones(2, 2), 3 * torch.ones(2, 2)]).unsqueeze(0)  # [1, 2 heads, 2, 2]
     t = torch.zeros(1, 1, 2, 2)
     # head mean of s is 2 everywhere -> 4
-    assert AttentionMSE(2, 1, "mean")([s], [t], torch.ones(1, 2)).item() == pytest.approx(4.0)
+    assert AttentionMSE("mean")([s], [t], torch.ones(1, 2)).item() == pytest.approx(4.0)
 
 
 def test_tinybert_attention_includes_padded_rows():
@@ -101,8 +99,6 @@ def test_soft_cross_entropy_golden():
     expected = -(p_t[0] * (0.5 - log_z) + p_t[1] * (0.0 - log_z))
     assert SoftCrossEntropy(T)(z_s, z_t).item() == pytest.approx(expected, rel=1e-6)
     assert SoftCrossEntropy(T, scale_by_t2=True)(z_s, z_t).item() == pytest.approx(4 * expected, rel=1e-6)
-    with pytest.raises(ValueError, match="temperature"):
-        SoftCrossEntropy(0.0)
 
 
 def test_cosine_embedding_golden():

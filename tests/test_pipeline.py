@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from distill.__main__ import run
-from distill.config import ConfigError
+from distill.errors import ConfigError
 from distill.testing import write_tiny_workspace
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")

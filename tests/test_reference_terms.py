@@ -14,9 +14,12 @@ import torch.nn.functional as F
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
 from distill.layer_map import LayerMap
-from distill.objective import LossOptions, LossWeights, Objective, TokenMasker
-from distill.student import StudentShape, build_student
-from distill.teacher import FrozenTeacher, load_model
+from distill.config import LossOptions, LossWeights
+from distill.objective import Objective, TokenMasker
+from distill.config import StudentShape
+from distill.student import build_student
+from distill.teacher import FrozenTeacher
+from distill.hf import load_model
 from distill.testing import write_tiny_teacher
 
 MAP = [2, 4]  # student layers 1, 2 learn from teacher layers 2, 4

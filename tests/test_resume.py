@@ -25,6 +25,7 @@ TIMING = ("train_seconds", "train_examples_per_second", "examples_per_second", "
 KILLER = '''
 import os, signal
 import distill.checkpoint as ckpt
+import distill.files as files
 
 mode, n = os.environ["KILL_MODE"], int(os.environ["KILL_AT"])
 calls = {"save": 0, "replace": 0}
@@ -39,14 +40,14 @@ def save(self, *args, **kwargs):
 
 def replace(src, dst, *args, **kwargs):
     # the checkpoint file is written, its directory not yet renamed into place
-    if mode == "MID_WRITE" and os.path.basename(str(src)).startswith(".tmp-"):
+    if mode == "MID_WRITE" and os.path.basename(str(src)).startswith(".step-"):
         calls["replace"] += 1
         if calls["replace"] == n:
             os.kill(os.getpid(), signal.SIGKILL)
     return original_replace(src, dst, *args, **kwargs)
 
 ckpt.Checkpoints.save = save
-ckpt.os.replace = replace
+files.os.replace = replace
 '''
 
 
@@ -128,8 +129,8 @@ def test_kill_while_writing_checkpoint_resumes_from_previous(setup, reference):
     killed = cli(setup, run_dir, kill=("MID_WRITE", 2))
     assert killed.returncode == -signal.SIGKILL
     ckpts = run_dir / "checkpoints"
-    assert [p.name for p in ckpts.iterdir() if not p.name.startswith(".tmp-")] == ["step-0-3"]
-    assert any(p.name.startswith(".tmp-") for p in ckpts.iterdir())  # the half-written one
+    assert [p.name for p in ckpts.iterdir() if not p.name.startswith(".step-")] == ["step-0-3"]
+    assert any(p.name.startswith(".step-0-6.tmp") for p in ckpts.iterdir())  # the half-written one
     resumed = cli(setup, run_dir, "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     said = resumed.stdout + resumed.stderr

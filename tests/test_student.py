@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from distill.student import StudentShape, build_student, layer_group_of, parameter_counts
+from distill.config import StudentShape
+from distill.student import build_student, layer_group_of, parameter_counts
 
 V, P, T = None, 64, 2  # V comes from the tokenizer
 

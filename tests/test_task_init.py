@@ -4,11 +4,15 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from distill.attention import use_score_attention
-from distill.init import StudentInit, copy_teacher_layers, ffn_importance, initialise
+from distill.config import StudentInit
+from distill.student_init import copy_teacher_layers, ffn_importance, initialise
 from distill.layer_map import LayerMap
-from distill.objective import LossWeights, Objective
-from distill.student import StudentShape, _albert_core, build_student
-from distill.teacher import FrozenTeacher, load_model
+from distill.config import LossWeights
+from distill.objective import Objective
+from distill.config import StudentShape
+from distill.student import _albert_core, build_student
+from distill.teacher import FrozenTeacher
+from distill.hf import load_model
 from distill.teacher_cache import CachedTeacher
 
 
@@ -85,7 +89,8 @@ def test_cached_logits_give_the_live_teachers_loss(tiny_dir, tokenizer, padded_b
 def test_phase_freeze_leaves_matching_parameters_out_of_the_optimizer(tokenizer):
     import pytest
 
-    from distill.config import ConfigError, PhaseConfig
+    from distill.errors import ConfigError
+    from distill.config import PhaseConfig
     from distill.trainer import _optimizer
 
     student = build_student(StudentShape(num_layers=1, hidden_size=16, embedding_size=8, num_heads=4, sharing="all",

@@ -1,12 +1,10 @@
-"""What every stage does around training: run directory, seeds, saving, metrics."""
+"""The run directory and what every stage does around training: claim it, seed, save models, write metrics."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
-import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +16,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from distill.checkpoint import Checkpoints
-from distill.config import Config, ConfigError, check
-from distill.teacher import load_config
+from distill.checks import Checked, check
+from distill.config import Config
+from distill.errors import ConfigError
+from distill.files import building_dir, write_json, write_text
 from distill.trainer import MetricsLog, TrainContext
 
 log = logging.getLogger("distill")
@@ -34,9 +34,10 @@ RESUME_FREE = ("resume", "overwrite", "train.progress", "train.threads")
 class Run:
     cfg: Config
     dir: Path
-    accelerator: Accelerator
-    log: MetricsLog
-    checkpoints: Checkpoints
+    # what the training loop needs of the run (accelerator, log, checkpoints)
+    train: TrainContext
+    # what the config checks built (the teacher's config, the layer map)
+    checked: Checked
     # the checkpoint to continue from, or None for a fresh start
     resume: dict | None = None
 
@@ -44,8 +45,13 @@ class Run:
     def model_dir(self) -> Path:
         return self.dir / "model"
 
+    @property
+    def accelerator(self) -> Accelerator:
+        return self.train.accelerator
+
     def context(self, **kwargs) -> TrainContext:
-        return TrainContext(self.accelerator, self.log, self.checkpoints, **kwargs)
+        """The training context with this stage's evaluation and best-checkpoint keeper."""
+        return dataclasses.replace(self.train, **kwargs)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -68,10 +74,11 @@ def _check_same_config(run_dir: Path, cfg: Config) -> None:
         )
 
 
-def start(cfg: Config, teacher: str | None = None) -> Run:
-    """Validate the whole config (against ``teacher``'s config.json when given), claim (or reopen)
-    the run directory, seed everything. Nothing heavy is loaded before every check has passed."""
-    check(cfg, (lambda: load_config(teacher)) if teacher is not None else None)
+def start(cfg: Config) -> Run:
+    """Check the whole config (``distill.checks``: against the stage teacher's config.json), claim (or reopen)
+    the run directory, seed everything. Nothing heavy is loaded, and the directory is not touched, before
+    every check has passed."""
+    checked = check(cfg)
     run_dir = Path(cfg.run_dir)
     checkpoints = Checkpoints(run_dir / "checkpoints", cfg.train.keep_checkpoints)
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
@@ -107,29 +114,21 @@ def start(cfg: Config, teacher: str | None = None) -> Run:
     if resume is not None:
         metrics_log.truncate(resume["progress"].log_bytes)
     elif accelerator.is_main_process:
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    return Run(cfg, run_dir, accelerator, metrics_log, checkpoints, resume)
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    return Run(cfg, run_dir, TrainContext(accelerator, metrics_log, checkpoints), checked, resume)
 
 
 def save_model(model: nn.Module, tokenizer, target: Path) -> None:
-    """``save_pretrained`` model + tokenizer into ``target`` atomically (temp dir, then rename)."""
-    target = Path(target)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    old = target.with_name(f".{target.name}.old")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    """``save_pretrained`` model + tokenizer into ``target``, whole or not at all."""
+    with building_dir(target) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
 
 
 def finish(run: Run, metrics: dict) -> dict:
-    """Write ``metrics.json`` atomically; print the run directory as the last line."""
+    """Write ``metrics.json`` (whole or not at all); print the run directory as the last line."""
     if run.accelerator.is_main_process:
-        tmp = run.dir / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-        os.replace(tmp, run.dir / "metrics.json")
+        write_json(run.dir / "metrics.json", metrics)
         print(f"run_dir: {run.dir}", flush=True)
     return metrics
 

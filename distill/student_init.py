@@ -17,16 +17,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
-from transformers import AlbertModel
 
-from distill.errors import ConfigError
+from distill.config import StudentInit
 from distill.layer_map import LayerMap
-from distill.student import _albert_core
+from distill.student import _albert_core, load_albert_body
 
 log = logging.getLogger("distill")
 
@@ -42,93 +39,13 @@ LAYER_NAMES = {
 }
 
 
-@dataclass
-class StudentInit:
-    # 'random' or 'teacher': copy teacher layers into the student (see source_layers / shared_block);
-    # needs the teacher's width and head count, and an FFN no wider than the teacher's (a narrower
-    # one keeps the teacher's most important FFN units)
-    layers: str = "random"
-    # which teacher layer (1-based) each student layer starts from: 'map' (the stage's layer map G(m),
-    # e.g. every other layer), 'lowest' (1..L) or a list of L teacher layers
-    source_layers: Any = "map"
-    # a block shared by several student layers starts from the teacher layer of its 'first' member,
-    # or from the 'mean' of its members' teacher layers (parameter average)
-    shared_block: str = "first"
-    # 'random', 'teacher' (copy the teacher's embeddings; needs embedding_size = teacher width) or
-    # 'svd' (best rank-E factorization of the teacher's V x H word embeddings; needs hidden_size = teacher width)
-    embedding: str = "random"
-    # 'random' or 'teacher': copy the (fine-tuned) teacher's pooler and classifier (task stage;
-    # needs hidden_size = teacher width)
-    head: str = "random"
-    # a pretrained ALBERT directory (Hugging Face format) to start from, e.g. a converted albert_zh
-    albert_dir: str | None = None
-
-    def problems(self) -> list[str]:
-        out = []
-        for name, allowed in (("layers", ("random", "teacher")), ("embedding", ("random", "teacher", "svd")),
-                              ("head", ("random", "teacher")), ("shared_block", ("first", "mean"))):
-            if getattr(self, name) not in allowed:
-                out.append(f"stage.init.{name}='{getattr(self, name)}' is unknown; use one of {', '.join(allowed)}")
-        if not (self.source_layers in ("map", "lowest") or _is_int_list(self.source_layers)):
-            out.append(f"stage.init.source_layers={self.source_layers!r} is unknown; use map, lowest or a list of teacher layers")
-        return out
-
-    def teacher_layers(self, layer_map: LayerMap) -> list[int]:
-        """The teacher layer (1-based) each student layer starts from."""
-        if self.source_layers == "map":
-            return [layer_map(m) for m in range(1, layer_map.student_layers + 1)]
-        if self.source_layers == "lowest":
-            return list(range(1, layer_map.student_layers + 1))
-        return [int(x) for x in self.source_layers]
-
-
-def _is_int_list(value) -> bool:
-    if isinstance(value, str):
-        return False
-    try:
-        return len(value) > 0 and all(int(x) == x for x in value)
-    except (TypeError, ValueError):
-        return False
-
-
-def teacher_shape_problems(init: StudentInit, student_cfg, teacher_cfg) -> list[str]:
-    """``student_cfg``: a StudentShape; ``teacher_cfg``: the teacher's transformers config."""
-    out = []
-    if init.layers == "teacher":
-        for s_name, t_name in (("hidden_size", "hidden_size"), ("num_heads", "num_attention_heads")):
-            if getattr(student_cfg, s_name) != getattr(teacher_cfg, t_name):
-                out.append(
-                    f"stage.init.layers=teacher copies teacher layers, but student.{s_name}={getattr(student_cfg, s_name)} "
-                    f"!= the teacher's {getattr(teacher_cfg, t_name)}; use the teacher's shape or init.layers=random"
-                )
-        if student_cfg.intermediate_size > teacher_cfg.intermediate_size:
-            out.append(
-                f"stage.init.layers=teacher: student.intermediate_size={student_cfg.intermediate_size} is wider than the "
-                f"teacher's {teacher_cfg.intermediate_size}; use at most the teacher's (fewer keeps its most important units)"
-            )
-        T, L = teacher_cfg.num_hidden_layers, student_cfg.num_layers
-        if init.source_layers == "lowest" and L > T:
-            out.append(f"stage.init.source_layers=lowest needs student.num_layers <= the teacher's {T} layers")
-        if _is_int_list(init.source_layers):
-            layers = [int(x) for x in init.source_layers]
-            if len(layers) != L or not all(1 <= x <= T for x in layers):
-                out.append(f"stage.init.source_layers={layers} needs {L} teacher layers (one per student layer), each in 1..{T}")
-    if init.embedding == "teacher" and (student_cfg.embedding_size, student_cfg.hidden_size) != (teacher_cfg.hidden_size,) * 2:
-        out.append(
-            f"stage.init.embedding=teacher needs student.embedding_size = student.hidden_size = teacher width "
-            f"({teacher_cfg.hidden_size}); use init.embedding=svd for a factorized embedding"
-        )
-    if init.embedding == "svd" and student_cfg.hidden_size != teacher_cfg.hidden_size:
-        out.append(
-            f"stage.init.embedding=svd needs student.hidden_size = teacher width ({teacher_cfg.hidden_size}), "
-            f"got {student_cfg.hidden_size}"
-        )
-    if init.head == "teacher" and student_cfg.hidden_size != teacher_cfg.hidden_size:
-        out.append(
-            f"stage.init.head=teacher copies the teacher's pooler and classifier: needs student.hidden_size = teacher "
-            f"width ({teacher_cfg.hidden_size}), got {student_cfg.hidden_size}"
-        )
-    return out
+def source_teacher_layers(init: StudentInit, layer_map: LayerMap | None, student_layers: int) -> list[int]:
+    """The teacher layer (1-based) each student layer starts from (``stage.init.source_layers``)."""
+    if init.source_layers == "map":
+        return [layer_map(m) for m in range(1, student_layers + 1)]
+    if init.source_layers == "lowest":
+        return list(range(1, student_layers + 1))
+    return [int(x) for x in init.source_layers]
 
 
 def student_shape(init: StudentInit, shape, teacher_cfg):
@@ -154,7 +71,7 @@ def copy_teacher_layers(student: nn.Module, teacher: nn.Module, init: StudentIni
     core = _albert_core(student)
     teacher_layers = teacher.base_model.encoder.layer
     per_group = core.config.num_hidden_layers // core.config.num_hidden_groups
-    wanted = init.teacher_layers(layer_map)
+    wanted = source_teacher_layers(init, layer_map, core.config.num_hidden_layers)
     sources = []
     for g, group in enumerate(core.encoder.albert_layer_groups):
         members = wanted[g * per_group:(g + 1) * per_group]
@@ -190,7 +107,7 @@ def initialise(student: nn.Module, teacher: nn.Module, init: StudentInit, layer_
     """Apply ``init`` to a freshly built student; return what was done, for metrics.json."""
     done = {}
     if init.albert_dir:
-        load_albert_dir(student, init.albert_dir, vocab_size)
+        load_albert_body(student, init.albert_dir, vocab_size, field="stage.init.albert_dir")
         done["albert_dir"] = init.albert_dir
     if init.layers == "teacher":
         done["teacher_layers"] = copy_teacher_layers(student, teacher, init, layer_map)
@@ -241,26 +158,3 @@ def svd_embeddings(student: nn.Module, teacher: nn.Module) -> torch.Tensor:
     core.encoder.embedding_hidden_mapping_in.weight.copy_(basis)
     core.encoder.embedding_hidden_mapping_in.bias.zero_()
     return S
-
-
-def load_albert_dir(student: nn.Module, path: str, vocab_size: int) -> None:
-    """Start from a pretrained ALBERT directory of the same shape and vocabulary."""
-    try:
-        source = AlbertModel.from_pretrained(path)
-    except Exception as err:
-        raise ConfigError(f"stage.init.albert_dir={path} cannot be loaded as ALBERT ({type(err).__name__}); "
-                          "give a Hugging Face ALBERT directory") from None
-    if source.config.vocab_size != vocab_size:
-        raise ConfigError(
-            f"stage.init.albert_dir={path} has a vocabulary of {source.config.vocab_size} but the teacher's tokenizer "
-            f"has {vocab_size}; the student must share the teacher's vocabulary"
-        )
-    try:
-        missing, unexpected = _albert_core(student).load_state_dict(source.state_dict(), strict=False)
-    except RuntimeError as err:  # size mismatches
-        raise ConfigError(f"stage.init.albert_dir={path} does not match the student's shape "
-                          f"({str(err).splitlines()[-1].strip()[:120]}); set student.* to its shape") from None
-    bad = [k for k in list(missing) + list(unexpected) if not k.startswith("pooler")]
-    if bad:
-        raise ConfigError(f"stage.init.albert_dir={path} does not match the student's shape ({', '.join(bad[:3])}, ...); "
-                          "set student.* to its shape")

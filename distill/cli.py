@@ -1,0 +1,49 @@
+"""The one ``distill`` command: ``python -m distill`` (or ``distill`` once installed).
+
+- ``python -m distill [stage=...] [key=value ...]``: run a stage, configured by Hydra overrides of
+  ``conf/`` (``-m`` sweeps, ``--help`` lists the config groups, ``--cfg job`` prints the config).
+- ``python -m distill bench <model dirs> ...``: latency, parameters and FLOPs of saved classifiers;
+  ``python -m distill bench train ...``: training throughput against the TinyBERT setup.
+- ``python -m distill export onnx <model dir> ...``: ONNX export, parity check, int8.
+- ``python -m distill report <runs dir> ...``: a sweep's table, CSV and Pareto plot.
+
+Every command reports errors the same way, here and only here: a ``DistillError`` prints one
+``error: ...`` line per problem (no stack trace) and exits with its ``exit_code`` (2 bad input,
+3 non-finite loss, 130 interrupted); anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+
+from distill.errors import DistillError
+
+# subcommand -> module whose ``main(argv) -> int`` parses that subcommand's arguments
+TOOLS = {"bench": "distill.bench", "export": "distill.export", "report": "distill.report"}
+
+
+def report_error(err: DistillError) -> int:
+    for line in str(err).splitlines() or [type(err).__name__]:
+        print(f"{err.prefix}: {line}", file=sys.stderr)
+    return err.exit_code
+
+
+def exit_code(run: Callable[[], int | None]) -> int:
+    """Run a command; a DistillError becomes its message on stderr and its exit code."""
+    try:
+        return run() or 0
+    except DistillError as err:
+        return report_error(err)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in TOOLS:
+        tool = importlib.import_module(TOOLS[argv[0]])
+        return exit_code(lambda: tool.main(argv[1:]))
+    from distill.__main__ import stage_main  # reports its errors with report_error (inside Hydra's job)
+
+    sys.argv = [sys.argv[0], *argv]  # Hydra reads its overrides from sys.argv
+    return exit_code(stage_main)
