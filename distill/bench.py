@@ -46,10 +46,10 @@ from distill.export import (
     max_length,
     onnx_logits,
     parity,
-    read_tsv,
     require_onnx,
     session,
 )
+from distill.data import read_texts
 from distill.files import write_json
 from distill.student import parameter_counts
 
@@ -253,14 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m distill bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dirs", nargs="+", help="saved model directories; the first is the speed-up reference")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--dev-tsv", help="sample real sentences from this TSV (sentence<TAB>label header)")
+    source.add_argument("--dev-tsv", help="sample real sentences from this file (a sentence column; .tsv, .csv, .json, .jsonl or .parquet)")
     source.add_argument("--length", type=int, help="random tokens of this fixed length instead (default 128)")
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per model, engine and batch size")
     parser.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (model.onnx in the dir, else exported)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    texts = read_tsv(args.dev_tsv)[0] if args.dev_tsv else None
+    texts = read_texts(args.dev_tsv) if args.dev_tsv else None
     length = None if texts is not None else (args.length or 128)
     report = benchmark(args.model_dirs, texts, length, args.threads, args.repeats, args.onnx)
     print(format_report(report))

@@ -81,7 +81,8 @@ def _read_file(path: Path, task: TaskConfig) -> tuple[Dataset, int]:
 
 
 def _validate(ds: Dataset, task: TaskConfig, where: str, first_line: int | None) -> Dataset:
-    """Check columns, empty texts and labels; return ds with integer label ids in column 'label'."""
+    """Check columns, empty texts and labels; return ds with integer label ids in column 'label' (no labels
+    when ``task.label_field`` is None)."""
     at = lambda i: f"{where} line {first_line + i}" if first_line is not None else f"{where} row {i}"  # noqa: E731
     for column, key in ((task.text_field, "text_field"), (task.text_pair_field, "text_pair_field"), (task.label_field, "label_field")):
         if column is not None and column not in ds.column_names:
@@ -94,6 +95,9 @@ def _validate(ds: Dataset, task: TaskConfig, where: str, first_line: int | None)
         for i, text in enumerate(ds[column]):
             if text is None or not str(text).strip():
                 raise ConfigError(f"{at(i)}: empty text in column '{column}'; fill it in or remove the row")
+    keep = [c for c in (task.text_field, task.text_pair_field) if c]
+    if task.label_field is None:
+        return ds.select_columns(keep)
     names = list(task.label_names)
     index = {name: i for i, name in enumerate(names)}
     ids = []
@@ -109,18 +113,30 @@ def _validate(ds: Dataset, task: TaskConfig, where: str, first_line: int | None)
                 f"{at(i)}: label {label!r} is not in task.label_names {names} (nor an id 0..{len(names) - 1}); "
                 "add it to task.label_names or fix the row"
             )
-    keep = [c for c in (task.text_field, task.text_pair_field) if c]
-    ds = ds.select_columns(keep)
-    return ds.add_column("label", ids)
+    return ds.select_columns(keep).add_column("label", ids)
 
 
 def load_labelled_file(path: str | Path, task: TaskConfig) -> Dataset:
     """A labelled file in the task's format (its columns, label names, encoding), checked like the task's own."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path} does not exist; give the path of a labelled file in task '{task.name}''s format")
+        raise ConfigError(f"{path} does not exist; give the path of a file in task '{task.name}''s format")
     ds, first_line = _read_file(path, task)
     return _validate(ds, task, str(path), first_line)
+
+
+def read_labelled(path: str | Path, label_names: list[str], text_field: str = "sentence",
+                  label_field: str = "label") -> tuple[list[str], list[int]]:
+    """Texts and label ids of a labelled file in any format the tasks read (GLUE's sentence/label TSV by default;
+    string labels by ``label_names``), checked the same way: for the tools that score saved models."""
+    task = TaskConfig(name=Path(path).name, text_field=text_field, label_field=label_field, label_names=list(label_names))
+    ds = load_labelled_file(path, task)
+    return list(ds[text_field]), list(ds["label"])
+
+
+def read_texts(path: str | Path, text_field: str = "sentence") -> list[str]:
+    """The texts of a file in any format the tasks read, labels or not: sentences for benchmarks."""
+    return list(load_labelled_file(path, TaskConfig(name=Path(path).name, text_field=text_field, label_field=None))[text_field])
 
 
 def path_identity(path: str | None):
@@ -174,11 +190,7 @@ def load_task(task: TaskConfig) -> DatasetDict:
         for split, name in files.items():
             if name is None:
                 continue
-            path = source / name
-            if not path.is_file():
-                raise ConfigError(f"task '{task.name}': {path} does not exist; check task.data_dir and task.{split}_file")
-            ds, first_line = _read_file(path, task)
-            splits[split] = _validate(ds, task, str(path), first_line)
+            splits[split] = load_labelled_file(source / name, task)
     else:
         try:
             hub = load_dataset(task.hub.name, task.hub.config)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import importlib.util
 import io
 import json
@@ -35,6 +34,7 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
+from distill.data import read_labelled
 from distill.errors import ExportError
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -184,21 +184,6 @@ def quantize(onnx_path: Path) -> Path:
     return out
 
 
-def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
-    """Sentences and integer labels from a GLUE-style TSV with a ``sentence\\tlabel`` header."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path} does not exist; pass --dev-tsv <a TSV with a sentence<TAB>label header>")
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    if not rows or not {"sentence", "label"} <= set(rows[0]):
-        raise ExportError(f"{path}: needs a header with 'sentence' and 'label' columns and at least one row")
-    try:
-        return [r["sentence"] for r in rows], [int(r["label"]) for r in rows]
-    except (TypeError, ValueError):
-        raise ExportError(f"{path}: every label must be an integer class index") from None
-
-
 def onnx_accuracy(onnx_path: Path, tokenizer: PreTrainedTokenizerBase, texts: list[str], labels: list[int],
                   limit: int, batch_size: int = 32) -> float:
     """Accuracy of an ONNX classifier on labeled sentences: measured, batch by batch."""
@@ -221,7 +206,9 @@ def export_dir(model_dir: str | Path, out: str | Path | None = None, atol: float
         result["onnx_int8"] = str(quantize(path))
         print(f"wrote {result['onnx_int8']} (dynamic int8)")
     if dev_tsv:
-        texts, labels = read_tsv(dev_tsv)
+        # string labels by the model's own label names (a distill student saves its task's)
+        names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        texts, labels = read_labelled(dev_tsv, names)
         limit = max_length(model, tokenizer)
         for key in ("onnx", "onnx_int8"):
             if key in result:
@@ -238,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     onnx_cmd.add_argument("--out", help="output directory (default: the model directory)")
     onnx_cmd.add_argument("--atol", type=float, default=1e-4, help="max allowed |logits diff| PyTorch vs ONNX Runtime")
     onnx_cmd.add_argument("--quantize", action="store_true", help="also write model.int8.onnx (dynamic int8)")
-    onnx_cmd.add_argument("--dev-tsv", help="TSV with a sentence<TAB>label header: print fp32 and int8 ONNX accuracy")
+    onnx_cmd.add_argument("--dev-tsv", help="a labelled file (sentence and label columns; labels as ids or the model's label names): print fp32 and int8 ONNX accuracy")
     onnx_cmd.add_argument("--exporter", choices=EXPORTERS, default="dynamo", help="torch.onnx exporter (default dynamo)")
     args = parser.parse_args(argv)
     export_dir(args.model_dir, args.out, args.atol, args.quantize, args.dev_tsv, args.exporter)

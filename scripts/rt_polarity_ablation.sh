@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Ablation of recipe=fast on rt_polarity at the same budget (795 steps of batch 32; checkpoint picked on
-# dev, test reported). Each run removes or changes one thing. Then: python scripts/results_table.py $RUNS
+# dev, test reported). Each run removes or changes one thing. Then: python -m distill report --compare $RUNS
 # RUNS (default runs/exp) must hold the teacher (see scripts/rt_polarity_study.sh). NAMES: which rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +21,4 @@ for name in ${NAMES:-full no_teacher_init no_soft_labels no_hard_labels embeddin
   # shellcheck disable=SC2086
   run "$name" ${ROWS[$name]}
 done
-.venv/bin/python scripts/results_table.py "$RUNS/ablation"
+.venv/bin/python -m distill report --compare "$RUNS/ablation"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How recipe=fast was chosen, on rt_polarity (checkpoint picked on dev, test reported): each run changes
 # one setting of the default recipe (3-layer slice of the teacher, FFN halved, soft + hard CE, lr 2e-4,
-# word embeddings frozen, 3 epochs = 795 steps). Then: python scripts/results_table.py $RUNS
+# word embeddings frozen, 3 epochs = 795 steps). Then: python -m distill report --compare $RUNS
 # RUNS (default runs/exp) must hold the teacher: python -m distill stage=teacher runs_root=$RUNS
 #   train.max_steps=400 stage.phases.0.eval_every=100 (the quickstart's teacher).
 set -euo pipefail
@@ -17,4 +17,4 @@ run r5_lowest stage.phases.0.lr=1e-4 stage.init.source_layers=lowest bench.enabl
 run r6_lr2e-4 bench.enabled=false
 run r7_lr3e-4 stage.phases.0.lr=3e-4 bench.enabled=false
 run r8_hardonly_lr2e-4 stage.phases.0.weights.soft_ce=0 bench.enabled=false
-.venv/bin/python scripts/results_table.py "$RUNS"
+.venv/bin/python -m distill report --compare "$RUNS"

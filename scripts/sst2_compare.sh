@@ -3,7 +3,7 @@
 # training of the same student from the same initialisation (a slice of the fine-tuned teacher), same
 # steps, two seeds. Checkpoints are picked on a holdout of train; dev is reported untouched.
 # Usage: bash scripts/sst2_compare.sh [SST-2 directory, default ../shared/data/sst2]; RUNS (default
-# runs/sst2_compare), STEPS (1200), TEACHER_STEPS (800). Then: python scripts/results_table.py $RUNS
+# runs/sst2_compare), STEPS (1200), TEACHER_STEPS (800). Then: python -m distill report --compare $RUNS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/sst2}
@@ -31,4 +31,4 @@ for seed in 1 2; do
     $py -m distill "${common[@]}" train.seed=$seed "${args[@]}" "run_dir=$RUNS/${variant}_seed$seed" overwrite=true
   done
 done
-$py scripts/results_table.py "$RUNS"
+$py -m distill report --compare "$RUNS"

@@ -167,3 +167,18 @@ def test_selection_split_never_overlaps_the_reported_one(tmp_path):
     assert evaluation_plan(labelled) == {"select": "dev", "report": "test"}
     assert len(splits["train"]) == 50 and splits["select"]["sentence"][0] == "dev 0"
     assert splits["report"]["sentence"] == [f"test {i}" for i in range(5)]
+
+
+def test_the_tools_read_labelled_files_as_the_tasks_do(tmp_path):
+    """bench, export and report read the task formats through one reader: string labels (rt_polarity's dev
+    file, which the old integer-only TSV reader refused) map by the model's label names."""
+    from distill.data import read_labelled, read_texts
+
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\ngood fun\tpositive\nawful\tnegative\nok then\t1\n")
+    assert read_labelled(tmp_path / "dev.tsv", ["negative", "positive"]) == (["good fun", "awful", "ok then"], [1, 0, 1])
+    with pytest.raises(ConfigError, match=r"dev.tsv line 2: label 'positive' is not in task.label_names \['LABEL_0', "):
+        read_labelled(tmp_path / "dev.tsv", ["LABEL_0", "LABEL_1"])
+    (tmp_path / "texts.jsonl").write_text('{"sentence": "one"}\n{"sentence": "two words"}\n')
+    assert read_texts(tmp_path / "texts.jsonl") == ["one", "two words"]
+    with pytest.raises(ConfigError, match="no column 'sentence_a'"):
+        read_texts(tmp_path / "texts.jsonl", text_field="sentence_a")

@@ -236,11 +236,12 @@ def test_onnx_and_int8_predict_what_pytorch_predicts_on_real_sentences(tokenizer
     pytest.importorskip("onnxscript")
     import onnxruntime as ort
 
-    from distill.export import export_dir, read_tsv
+    from distill.data import read_texts
+    from distill.export import export_dir
 
     dev = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "dev.tsv"
     assert dev.is_file(), f"{dev} is missing: the tests read SST-2 from ../shared beside the repository"
-    texts = read_tsv(dev)[0][:200]
+    texts = read_texts(dev)[:200]
     torch.manual_seed(2)
     model = build_student(SHAPE, tokenizer, num_labels=2, initializer_range=0.3).eval()
     enc = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="np")
