@@ -9,8 +9,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from distill.config import Config
 from distill.cli import report_error
+from distill.config import Config
 from distill.errors import ConfigError, DistillError
 
 

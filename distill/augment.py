@@ -34,7 +34,6 @@ augmented.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -50,12 +49,13 @@ from datasets.fingerprint import Hasher
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from distill.attention import masked_lm_head
-from distill.config import AugmentConfig, TaskConfig
-from distill.errors import ConfigError
+from distill.attention import masked_lm_head, use_fast_attention
 from distill.checks import augment_uses_mlm
+from distill.config import AugmentConfig, TaskConfig
 from distill.data import path_identity
-from distill.hf import load_tokenizer, resolve_path
+from distill.errors import ConfigError
+from distill.files import write_json
+from distill.hf import load_model, load_tokenizer, resolve_path
 
 log = logging.getLogger("distill")
 
@@ -348,14 +348,12 @@ def cache_key(train: Dataset, task: TaskConfig, aug: AugmentConfig) -> str:
 
 
 def build_augmenter(aug: AugmentConfig, text_fields: list[str]) -> Augmenter:
-    from transformers import AutoModel, AutoModelForMaskedLM
-
-    tokenizer = load_tokenizer(aug.model)
+    tokenizer = load_tokenizer(aug.model, field="augment.model")
     if not tokenizer.is_fast:
         raise ConfigError(f"augment.model={aug.model}: augmentation needs a fast tokenizer (word offsets)")
     mlm_wanted = augment_uses_mlm(aug)
-    # sdpa (the default) is fastest here: no attention scores are needed
-    model = (AutoModelForMaskedLM if mlm_wanted else AutoModel).from_pretrained(resolve_path(aug.model))
+    # sdpa is fastest here: no attention scores are needed
+    model = use_fast_attention(load_model(aug.model, head="masked_lm" if mlm_wanted else "base", field="augment.model"))
     mlm = MaskedLMCandidates(model, tokenizer, aug.num_candidates, aug.batch_size) if mlm_wanted else None
     if aug.vectors is not None:
         neighbours = VectorFileNeighbours(aug.vectors, aug.num_candidates)
@@ -399,7 +397,7 @@ def _augment_shards(train: Dataset, aug: AugmentConfig, fields: list[str], key: 
         stale.unlink()
     settings = {"task": name, "model": aug.model, "vectors": aug.vectors, "p": aug.p, "num_candidates": aug.num_candidates,
                 "copies": aug.copies, "seed": aug.seed, "candidates": aug.candidates, "examples": len(train)}
-    (directory / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
+    write_json(directory / "settings.json", settings)
     n, size = len(train), aug.shard_size
     shards = max(1, math.ceil(n / size))
     paths = [directory / f"shard-{i:05d}-of-{shards:05d}.arrow" for i in range(shards)]

@@ -26,8 +26,8 @@ from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from distill.assets import fetch
-from distill.errors import ConfigError
 from distill.config import CorpusConfig, TaskConfig
+from distill.errors import ConfigError
 
 READERS = {
     # GLUE TSVs hold raw quotes: read them as plain tab-separated fields
@@ -195,9 +195,10 @@ def load_task(task: TaskConfig) -> DatasetDict:
         try:
             hub = load_dataset(task.hub.name, task.hub.config)
         except Exception as err:  # offline, unknown name, ...
+            message = (str(err).strip().splitlines() or [""])[0][:100]
             raise ConfigError(
-                f"task '{task.name}': cannot load {task.hub.name}/{task.hub.config} from the hub "
-                f"({type(err).__name__}); set task.data_dir to a directory of the task's files"
+                f"task.hub.name: cannot load {task.hub.name}/{task.hub.config} from the hub "
+                f"({type(err).__name__}: {message}); set task.data_dir to a directory of the task's files"
             ) from None
         hub_splits = {"train": task.hub.train_split, "dev": task.hub.dev_split, "test": task.hub.test_split}
         for split, hub_split in hub_splits.items():

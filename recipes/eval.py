@@ -18,8 +18,8 @@ from datasets import DatasetDict
 
 from distill.checks import check
 from distill.data import eval_loader, evaluation_plan, load_labelled_file, load_task, tokenize_task
-from distill.evaluation import evaluate
 from distill.errors import ConfigError
+from distill.evaluation import evaluate
 from distill.export import load_classifier
 from distill.files import write_json
 

@@ -3,8 +3,8 @@
 import pytest
 
 from distill import assets
-from distill.errors import FetchError
 from distill.assets import fetch
+from distill.errors import FetchError
 
 
 @pytest.fixture

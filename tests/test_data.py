@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from distill.errors import ConfigError
 from distill.config import CorpusConfig, HubSource, TaskConfig
 from distill.data import eval_loader, load_corpus, load_task, tokenize_task, train_loader
+from distill.errors import ConfigError
 
 
 def task_for(tmp_path: Path, **overrides) -> TaskConfig:

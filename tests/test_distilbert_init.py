@@ -8,17 +8,17 @@ import torch
 from transformers import AutoModelForMaskedLM
 
 from distill.attention import use_score_attention
-from distill.errors import ConfigError
 from distill.config import StudentInit
-from distill.student_init import copy_teacher_embeddings, copy_teacher_layers, svd_embeddings
-from distill.student import load_albert_body
-from distill.layer_map import LayerMap
 from distill.config import LossOptions, LossWeights
-from distill.objective import Objective, TokenMasker
 from distill.config import StudentShape
-from distill.student import _albert_core, build_student
-from distill.teacher import FrozenTeacher
+from distill.errors import ConfigError
 from distill.hf import load_model
+from distill.layer_map import LayerMap
+from distill.objective import Objective, TokenMasker
+from distill.student import load_albert_body
+from distill.student import _albert_core, build_student
+from distill.student_init import copy_teacher_embeddings, copy_teacher_layers, svd_embeddings
+from distill.teacher import FrozenTeacher
 from distill.testing import write_tiny_teacher, write_tiny_workspace
 
 sys.path.insert(0, str(Path(__file__).parent))

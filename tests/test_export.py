@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
-from distill.errors import ExportError
 from distill.cli import main as distill_cli
-from distill.model_card import write_model_card
 from distill.config import StudentShape
+from distill.errors import ExportError
+from distill.model_card import write_model_card
 from distill.student import build_student, parameter_counts
 
 LABELS = {0: "negative", 1: "positive"}

@@ -1,7 +1,7 @@
 import pytest
 
-from distill.layer_map import LayerMap
 from distill.errors import LayerMapError
+from distill.layer_map import LayerMap
 
 
 def test_uniform_multiple_is_tinybert_k_times_m():

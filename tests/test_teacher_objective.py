@@ -2,13 +2,13 @@
 
 import torch
 
-from distill.layer_map import LayerMap
 from distill.config import LossOptions, LossWeights
-from distill.objective import Objective
 from distill.config import StudentShape
+from distill.hf import load_model
+from distill.layer_map import LayerMap
+from distill.objective import Objective
 from distill.student import build_student
 from distill.teacher import FrozenTeacher
-from distill.hf import load_model
 
 ALL_TERMS = LossWeights(embedding=1, hidden=1, attention=1, soft_ce=1, hard_ce=1, cosine=1)
 
