@@ -300,12 +300,19 @@ def comparison(root: str | Path) -> str:
         groups[re.sub(r"_seed\d+$", "", r["run"])].append(r)
     seeded = {k: v for k, v in groups.items() if len(v) > 1}
     if seeded:
-        lines += ["", "| runs (mean over seeds) | n | student | teacher | % of teacher |", "|---|---|---|---|---|"]
+        lines += ["", "| runs (mean over seeds) | n | student (select) | student | teacher | % of teacher |",
+                  "|---|---|---|---|---|---|"]
         for name, group in seeded.items():
-            s = sum(r["student_score"] for r in group) / len(group)
-            t = sum(r["teacher_score"] for r in group) / len(group)
+            sel, s, t = (sum(r[k] for r in group) / len(group) for k in ("student_select", "student_score", "teacher_score"))
             each = ", ".join(f"{100 * r['student_score']:.2f}" for r in group)
-            lines.append(f"| {name} | {len(group)} | {100 * s:.2f} ({each}) | {100 * t:.2f} | {100 * s / t:.1f}% |")
+            lines.append(f"| {name} | {len(group)} | {100 * sel:.2f} | {100 * s:.2f} ({each}) | {100 * t:.2f} | "
+                         f"{100 * s / t:.1f}% |")
+    times = Path(root) / "stage_times.tsv"  # written by scripts that time whole stages (scripts/sst2_full.sh)
+    if times.exists():
+        stages = [line.split("\t") for line in times.read_text().splitlines() if line.strip()]
+        lines += ["", "| stage | wall time |", "|---|---|"]
+        lines += [f"| {name} | {int(sec) / 60:.1f} min |" for name, sec in stages]
+        lines.append(f"| all stages | {sum(int(sec) for _, sec in stages) / 60:.1f} min |")
     text = "\n".join(lines) + "\n"
     write_text(Path(root) / "results.md", text)
     return text

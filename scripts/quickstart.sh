@@ -17,5 +17,5 @@ common=("runs_root=$RUNS" train.threads=2 overwrite=true "$@")
 py=.venv/bin/python
 $py -m distill stage=teacher "${common[@]}" train.max_steps=400 stage.phases.0.eval_every=100
 $py -m distill recipe=fast "${common[@]}"
-$py -m distill.report "$RUNS"
+$py -m distill report "$RUNS"
 echo "quickstart wall time: $((SECONDS - start)) s"

@@ -21,6 +21,12 @@ for seed in 1 2; do
       distilled) args=(recipe=fast "train.max_steps=$STEPS" stage.phases.0.eval_every=200) ;;
       hard_labels) args=(recipe=fast "train.max_steps=$STEPS" stage.phases.0.eval_every=200
                          stage.phases.0.weights.soft_ce=0 bench.enabled=false) ;;
+      # the distilled row with softer targets: T=2 / T=4, the soft term scaled by T^2 (Hinton et al.)
+      distilled_t2|distilled_t4) args=(recipe=fast "train.max_steps=$STEPS" stage.phases.0.eval_every=200
+                         "stage.loss.temperature=${variant#distilled_t}" stage.loss.scale_by_t2=true bench.enabled=false) ;;
+      # the distilled row plus the mapped hidden-state MSE in the same phase (teacher layers cached)
+      distilled_hidden) args=(recipe=fast "train.max_steps=$STEPS" stage.phases.0.eval_every=200
+                         stage.phases.0.weights.hidden=1 bench.enabled=false) ;;
       # TinyBERT's two phases from the same teacher slice: hidden + attention + embedding MSE (live
       # teacher, lr 5e-5 constant), then soft + hard CE (lr 2e-4); STEPS in all, half each
       intermediate_then_prediction) args=(stage=task student=fast3 stage.init.layers=teacher

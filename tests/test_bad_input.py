@@ -251,3 +251,16 @@ def test_the_schema_and_checks_import_no_model_code():
             "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'accelerate') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_every_python_m_in_the_scripts_and_readme_names_a_runnable_module():
+    """`python -m distill.report` ran nothing (exit 0) once report lost its __main__ block to the one command."""
+    import re
+
+    root = Path(__file__).parent.parent
+    texts = [p.read_text() for p in [root / "README.md", *sorted((root / "scripts").glob("*.sh"))]]
+    modules = {m for text in texts for m in re.findall(r"-m (distill[\w.]*)", text)}
+    assert "distill" in modules
+    for module in modules - {"distill"}:
+        source = (root / (module.replace(".", "/") + ".py")).read_text()
+        assert '__name__ == "__main__"' in source, f"{module} has no main block: use python -m distill {module.split('.')[-1]}"

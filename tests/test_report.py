@@ -97,3 +97,30 @@ def test_the_report_lists_teacher_runs_and_evaluations_too(sweep, tmp_path):
     assert "| teacher/sst2 | teacher | sst2 | (teacher) |" in table
     assert f"accuracy {100 * teacher['eval']['teacher']['accuracy']:.2f} (dev)" in table
     assert f"| {teacher_model} | dev | accuracy {100 * teacher['eval']['teacher']['accuracy']:.2f} |" in table
+
+
+def _task_metrics(select: float, score: float, teacher: float) -> dict:
+    return {"stage": "task", "student": "L3", "steps": 10, "train_seconds": 5.0,
+            "phases": {"prediction": {"losses": {"soft_ce": 0.1, "hard_ce": 0.2, "loss": 0.3}}},
+            "eval": {"selected_on": "train holdout", "reported_on": "dev", "student": {"accuracy": score},
+                     "student_select": {"accuracy": select}, "teacher": {"accuracy": teacher}}}
+
+
+def test_compare_averages_seeds_on_both_splits_and_sums_stage_times(tmp_path):
+    from distill.report import comparison
+
+    for name, sel, score in [("kd_seed1", 0.90, 0.80), ("kd_seed2", 0.92, 0.84), ("solo", 0.5, 0.5)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(_task_metrics(sel, score, 0.88)))
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "metrics.json").write_text(json.dumps({"stage": "teacher"}))
+    (tmp_path / "stage_times.tsv").write_text("teacher\t600\ntask\t300\n")
+    text = comparison(tmp_path)
+    assert "| kd_seed1 | L3 | prediction: soft_ce+hard_ce | 10 | 5 s | dev (picked on train holdout) | 90.00 | 80.00 | 88.00 | 90.9% | - |" in text
+    # means: select (90 + 92) / 2, held out (80 + 84) / 2 = 82 = 93.2% of 88; one-seed runs have no mean row
+    assert "| kd | 2 | 91.00 | 82.00 (80.00, 84.00) | 88.00 | 93.2% |" in text
+    runs = [line.split(" | ")[0][2:] for line in text.split("\n\n")[0].splitlines()[2:]]
+    assert runs == ["kd_seed1", "kd_seed2", "solo"]  # the teacher stage is not a row
+    assert "| solo | 1 |" not in text
+    assert text.endswith("| teacher | 10.0 min |\n| task | 5.0 min |\n| all stages | 15.0 min |\n")
+    assert (tmp_path / "results.md").read_text() == text
