@@ -118,11 +118,14 @@ def start(cfg: Config) -> Run:
     return Run(cfg, run_dir, TrainContext(accelerator, metrics_log, checkpoints), checked, resume)
 
 
-def save_model(model: nn.Module, tokenizer, target: Path) -> None:
-    """``save_pretrained`` model + tokenizer into ``target``, whole or not at all."""
+def save_model(model: nn.Module, tokenizer, target: Path, projections=None) -> None:
+    """``save_pretrained`` model + tokenizer (+ the ``ProjectionCarry``'s projections) into ``target``, whole or
+    not at all."""
     with building_dir(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if projections is not None:
+            projections.save(tmp)
 
 
 def finish(run: Run, metrics: dict) -> dict:

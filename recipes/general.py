@@ -19,6 +19,7 @@ from distill.checks import active_terms, has_mlm_head
 from distill.data import load_corpus, path_identity, train_loader
 from distill.hf import load_model, load_tokenizer, resolve_path
 from distill.objective import Objective, TokenMasker
+from distill.projections import ProjectionCarry
 from distill.student import build_student, parameter_counts
 from distill.student_init import initialise, student_shape
 from distill.teacher import FrozenTeacher
@@ -46,13 +47,15 @@ def run(cfg) -> dict:
     corpus, teacher_of = teacher_for_phases(phases, corpus, teacher, tokenizer, path_identity(resolve_path(cfg.teacher.name_or_path)),
                                             layer_map, cfg.stage.loss, train_cfg, cache_root(), masker)
 
+    carry = ProjectionCarry()  # W_E / W_h go from phase to phase, and are saved for the task stage
     results = train(
-        phases, lambda phase: Objective(student, phase.weights, teacher_of[id(phase)], layer_map, cfg.stage.loss, masker),
+        phases, lambda phase: carry.adopt(Objective(student, phase.weights, teacher_of[id(phase)], layer_map,
+                                                    cfg.stage.loss, masker)),
         train_loader(corpus, tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length),
         train_cfg, run.context(), run.resume,
     )
     if run.accelerator.is_main_process:
-        rundir.save_model(run.accelerator.unwrap_model(student), tokenizer, run.model_dir)
+        rundir.save_model(run.accelerator.unwrap_model(student), tokenizer, run.model_dir, projections=carry)
     extra = {"layer_map": list(layer_map.targets) if layer_map else None, "init": dataclasses.asdict(init),
              "student_init": done, "teacher_mlm_head": teacher_mlm,
              # per phase: teacher outputs read from the cache, or the teacher run on every step

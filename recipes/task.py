@@ -29,6 +29,7 @@ from distill.files import write_json
 from distill.hf import load_model, load_tokenizer
 from distill.model_card import write_task_card
 from distill.objective import Objective
+from distill.projections import ProjectionCarry
 from distill.student import build_student, load_albert_body, parameter_counts
 from distill.student_init import copy_teacher_head, initialise, student_shape
 from distill.teacher import FrozenTeacher
@@ -52,11 +53,16 @@ def run(cfg) -> dict:
                                                    path_identity(teacher_dir), run.checked.layer_map, cfg.stage.loss,
                                                    cfg.train, cache_root())
 
+    # W_E / W_h start from the general stage's (when the student is its) and go from phase to phase
+    carry = ProjectionCarry.load(cfg.general_student_dir() if "general_student" in start_from else None)
+    if carry.source:
+        start_from["projections"] = carry.source
     score = scorer(cfg, run, data, tokenizer, student)
     best = rundir.BestCheckpoint(run, student, tokenizer, cfg.task.metrics[0])
     results = train(
         cfg.stage.phases,
-        lambda phase: Objective(student, phase.weights, teacher_of[id(phase)], run.checked.layer_map, cfg.stage.loss),
+        lambda phase: carry.adopt(Objective(student, phase.weights, teacher_of[id(phase)], run.checked.layer_map,
+                                            cfg.stage.loss)),
         train_loader(data["train"], tokenizer, cfg.train.batch_size, cfg.train.seed, cfg.train.group_by_length),
         cfg.train, run.context(evaluate=lambda: score("select"), best=best), run.resume,
     )

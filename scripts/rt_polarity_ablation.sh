@@ -15,9 +15,13 @@ declare -A ROWS=(
   [no_hard_labels]="recipe=fast stage.phases.0.weights.hard_ce=0"
   [embedding_E128_svd]="recipe=fast student.embedding_size=128 stage.init.embedding=svd"
   [shared_L4_every2_mean]="recipe=fast student.num_layers=4 student.sharing=every_k student.k=2 stage.init.shared_block=mean"
+  [shared_L3_all_mean]="recipe=fast student.sharing=all stage.init.shared_block=mean"
+  # the training split plus 20 TinyBERT variants of each sentence (labelled by the teacher's cached
+  # logits), at the same 795 steps
+  [plus_augmentation]="recipe=fast augment.enabled=true train.max_steps=795"
   [plus_intermediate_phase]="stage=task student=fast3 stage.init.layers=teacher stage.init.embedding=teacher stage.init.head=teacher general_student=null train.max_steps=400 stage.phases.1.weights.hard_ce=1 stage.phases.1.lr=2e-4 stage.phases.1.eval_every=200"
 )
-for name in ${NAMES:-full no_teacher_init no_soft_labels no_hard_labels embedding_E128_svd shared_L4_every2_mean plus_intermediate_phase}; do
+for name in ${NAMES:-full no_teacher_init no_soft_labels no_hard_labels embedding_E128_svd shared_L4_every2_mean shared_L3_all_mean plus_augmentation plus_intermediate_phase}; do
   # shellcheck disable=SC2086
   run "$name" ${ROWS[$name]}
 done

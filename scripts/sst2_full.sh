@@ -16,15 +16,20 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 py=.venv/bin/python
 common=(task=sst2 "task.data_dir=$DATA" "runs_root=$RUNS" train.threads=2 train.progress=false)
 mkdir -p "$RUNS"
+rm -f "$RUNS/stage_times.tsv"
 timed() {  # timed NAME COMMAND...: run it, append NAME and its wall seconds to stage_times.tsv
   local name=$1 start=$SECONDS
   shift
   "$@"
   printf '%s\t%s\n' "$name" $((SECONDS - start)) >> "$RUNS/stage_times.tsv"
 }
-[ -f "$RUNS/teacher/sst2/metrics.json" ] || \
+if [ -f "$RUNS/teacher/sst2/metrics.json" ]; then  # a teacher trained before (by sst2_compare.sh): its training time
+  $py -c 'import json, sys; print("teacher (reused; training time)", round(json.load(open(sys.argv[1]))["train_seconds"]), sep="\t")' \
+    "$RUNS/teacher/sst2/metrics.json" >> "$RUNS/stage_times.tsv"
+else
   timed teacher $py -m distill stage=teacher "${common[@]}" "train.max_steps=${TEACHER_STEPS:-4000}" \
     stage.phases.0.eval_every=500
+fi
 # shellcheck disable=SC2086  # TASK_ARGS: space-separated overrides
 timed task $py -m distill recipe=sst2_cpu "${common[@]}" stage.phases.0.eval_every=500 "train.seed=${SEED:-1}" ${TASK_ARGS:-} overwrite=true
 cat "$RUNS/stage_times.tsv"

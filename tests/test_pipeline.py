@@ -68,6 +68,8 @@ def test_teacher_general_task_chain(workspace):
     assert set(metrics["eval"]) == {"student", "teacher", "student_select", "teacher_select", "selected_on", "reported_on"}
     assert (metrics["eval"]["selected_on"], metrics["eval"]["reported_on"]) == ("train holdout", "dev")
     assert metrics["student_init"]["general_student"].endswith("general/L2_H16_E8_A4_I20_shareall/model")
+    # W_E / W_h (width 16 -> 32) learned in the general stage start the task stage (distill/projections.py)
+    assert metrics["student_init"]["projections"].endswith("general/L2_H16_E8_A4_I20_shareall/model/projections.safetensors")
     assert (run_dir / "config.yaml").is_file() and (run_dir / "log.jsonl").is_file()
     # the student's CPU speed against its teacher, measured in the same process
     assert set(metrics["speedup"]) == {"torch_batch1", "torch_batch32"} and all(v > 0 for v in metrics["speedup"].values())
