@@ -18,6 +18,7 @@ from distill.config import (
     GENERAL_STUDENT_AUTO,
     HEAD_REDUCTIONS,
     INIT_CHOICES,
+    LOSS_BALANCE,
     MAPPED_TERMS,
     METRICS,
     MIXED_PRECISION,
@@ -129,6 +130,10 @@ def loss_problems(cfg: Config) -> list[str]:
     loss = cfg.stage.loss
     out = one_of("stage.loss.teacher_mlm", loss.teacher_mlm, TEACHER_MLM)
     out += one_of("stage.loss.attention_head_reduction", loss.attention_head_reduction, HEAD_REDUCTIONS)
+    out += one_of("stage.loss.balance", loss.balance, LOSS_BALANCE)
+    if loss.tinybert_compat and loss.balance != "none":
+        out.append(f"stage.loss.balance={loss.balance} is not TinyBERT's formula; set stage.loss.balance=none "
+                   "with stage.loss.tinybert_compat=true")
     if loss.temperature <= 0:
         out.append(f"stage.loss.temperature={loss.temperature} must be > 0")
     if not 0 < loss.mlm_probability < 1:

@@ -28,6 +28,7 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 ON_NONFINITE = ("stop", "skip")
 CANDIDATE_SOURCES = ("auto", "mlm", "neighbours")
 EVAL_SPLITS = ("train", "dev", "test")
+LOSS_BALANCE = ("none", "initial")
 # stage.init choices (source_layers also takes a list of teacher layers)
 INIT_CHOICES = {"layers": ("random", "teacher"), "embedding": ("random", "teacher", "svd"),
                 "head": ("random", "teacher"), "shared_block": ("first", "mean")}
@@ -129,6 +130,10 @@ class LossOptions:
     # TinyBERT's exact formulas: one W for embeddings and hidden states, padding
     # not masked (padded query rows included in attention), no T^2
     tinybert_compat: bool = False
+    # 'none': each layer term at its own scale (TinyBERT), where attention-score MSE is 8-20x the
+    # hidden MSE (measured: README, "Loss balance"); 'initial': each layer term (embedding, hidden,
+    # attention, cosine) divided by its value on the phase's first batch, so each starts at its weight
+    balance: str = "none"
     # masked-LM terms (mlm, soft_ce on MLM logits): share of tokens masked, 80/10/10 as BERT
     mlm_probability: float = 0.15
     # soft_ce on MLM logits needs a teacher MLM head: 'auto' drops the term (saying so once)

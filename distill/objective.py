@@ -74,6 +74,10 @@ class Objective(nn.Module):
         t_cfg = teacher.config if teacher is not None else None
         self.teacher_depth = self._teacher_depth(active, layer_map, t_cfg, masker)
         self._build_terms(student.config, t_cfg)
+        if options.balance == "initial":
+            # 1 / each layer term's value on the first batch (0: not measured yet). A buffer, so it travels in
+            # checkpoints and a resumed run divides by the same numbers; set on the device, no host sync
+            self.register_buffer("balance", torch.zeros(len(LAYER_TERMS)))
 
     def _build_terms(self, s_cfg, t_cfg) -> None:
         """One loss module per active term; the projections (W_E, W_h, cosine's) are its parameters."""
@@ -155,5 +159,14 @@ class Objective(nn.Module):
             terms["mlm"] = self.hard_ce(s_logits, labels) if s_logits is not None else zero
         if "cosine" in self.terms:
             terms["cosine"] = self.cosine(s.hidden_states[-1], t.hidden_states[-1], mask)
-        total = sum(getattr(self.weights, name) * value for name, value in terms.items())
+        total = sum(getattr(self.weights, name) * value * self._balance(name, value) for name, value in terms.items())
         return total, terms
+
+    def _balance(self, name: str, value: torch.Tensor) -> torch.Tensor | float:
+        """``stage.loss.balance=initial``: a layer term's factor, 1 / its value on the first batch; else 1."""
+        if self.options.balance != "initial" or name not in LAYER_TERMS:
+            return 1.0
+        i = LAYER_TERMS.index(name)
+        first = 1.0 / value.detach().clamp_min(1e-12)
+        self.balance[i] = torch.where(self.balance[i] == 0, first, self.balance[i])
+        return self.balance[i].clone()  # the next term writes the buffer again before backward

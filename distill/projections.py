@@ -25,7 +25,8 @@ FILE = "projections.safetensors"
 
 def projection_state(objective) -> dict[str, torch.Tensor]:
     """The objective's parameters outside the student, by state-dict name (e.g. ``hidden.projs.0.weight``)."""
-    return {k: v for k, v in objective.state_dict().items() if not k.startswith("student.")}
+    ids = {id(p) for p in objective.projection_parameters()}
+    return {k: p.detach() for k, p in objective.named_parameters() if id(p) in ids}
 
 
 class ProjectionCarry:

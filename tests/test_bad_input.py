@@ -62,6 +62,9 @@ CASES = [
     ("task", ["stage.phases.0.weights.mlm=1"], "the mlm loss needs a masked-LM student: only stage=general trains one"),
     ("general", ["stage.loss.temperature=0"], "stage.loss.temperature=0.0 must be > 0"),
     ("general", ["stage.loss.attention_head_reduction=max"], "stage.loss.attention_head_reduction='max' is unknown"),
+    ("general", ["stage.loss.balance=first"], "stage.loss.balance='first' is unknown"),
+    ("general", ["stage.loss.balance=initial", "stage.loss.tinybert_compat=true"],
+     "stage.loss.balance=initial is not TinyBERT's formula; set stage.loss.balance=none"),
     ("task", ["augment.enabled=true", "augment.model=/no/such/mlm"], "augment.model: the model /no/such/mlm cannot be loaded"),
 ]
 

@@ -63,3 +63,28 @@ def test_projections_saved_beside_the_student_start_the_next_stage(tiny_dir, tok
     empty.mkdir()
     ProjectionCarry().save(empty)
     assert not (empty / FILE).exists() and ProjectionCarry.load(empty).state == {}
+
+
+def test_initial_balance_starts_every_layer_term_at_its_weight_and_resumes_with_the_same_factors(
+        tiny_dir, tokenizer, padded_batch):
+    student, teacher = student_and_teacher(tiny_dir, tokenizer)
+    layer_map = LayerMap([2, 4], 2, 4)
+    weights = LossWeights(embedding=1.0, hidden=2.0, attention=0.5, soft_ce=1.0)
+    objective = Objective(student.eval(), weights, teacher, layer_map, LossOptions(balance="initial"))
+    total, terms = objective(padded_batch)
+    raw = [terms[n].item() for n in ("embedding", "hidden", "attention")]
+    assert max(raw) > 10 * min(raw)  # unbalanced, the terms differ in scale
+    # each layer term enters at its weight (1 + 2 + 0.5); soft CE, not a layer term, at its own value
+    torch.testing.assert_close(total, 3.5 + terms["soft_ce"])
+    total.backward()  # the factors are constants, written on the device without breaking the graph
+    factors = objective.balance.clone()
+    second = {k: v[1:] for k, v in padded_batch.items()}
+    total2, terms2 = objective(second)
+    torch.testing.assert_close(objective.balance, factors)  # measured once, on the first batch
+    expected = sum(w * terms2[n] / terms[n] for n, w in (("embedding", 1.0), ("hidden", 2.0), ("attention", 0.5)))
+    torch.testing.assert_close(total2, expected + terms2["soft_ce"])
+    resumed = Objective(student, weights, teacher, layer_map, LossOptions(balance="initial"))
+    resumed.load_state_dict(objective.state_dict())  # a checkpoint holds the factors
+    torch.testing.assert_close(resumed(second)[0], total2)
+    plain = Objective(student, weights, teacher, layer_map)
+    assert "balance" not in plain.state_dict()  # checkpoints of unbalanced runs are unchanged
