@@ -14,7 +14,7 @@ py=.venv/bin/python
 common=(task=sst2 "task.data_dir=$DATA" "runs_root=$RUNS" train.threads=2 train.progress=false)
 [ -f "$RUNS/teacher/sst2/metrics.json" ] || \
   $py -m distill stage=teacher "${common[@]}" "train.max_steps=${TEACHER_STEPS:-800}" stage.phases.0.eval_every=200
-# VARIANTS: which rows (default all three)
+# VARIANTS: which rows (default the first three)
 for seed in 1 2; do
   for variant in ${VARIANTS:-distilled hard_labels intermediate_then_prediction}; do
     case $variant in
@@ -27,12 +27,16 @@ for seed in 1 2; do
       # the distilled row plus the mapped hidden-state MSE in the same phase (teacher layers cached)
       distilled_hidden) args=(recipe=fast "train.max_steps=$STEPS" stage.phases.0.eval_every=200
                          stage.phases.0.weights.hidden=1 bench.enabled=false) ;;
-      # TinyBERT's two phases from the same teacher slice: hidden + attention + embedding MSE (live
-      # teacher, lr 5e-5 constant), then soft + hard CE (lr 2e-4); STEPS in all, half each
-      intermediate_then_prediction) args=(stage=task student=fast3 stage.init.layers=teacher
+      # TinyBERT's two phases from the same teacher slice: hidden + attention + embedding MSE (cached
+      # teacher layers, lr 5e-5 constant), then soft + hard CE (lr 2e-4); STEPS in all, half each.
+      # _balanced: the layer terms divided by their first-batch values (stage.loss.balance=initial)
+      intermediate_then_prediction|intermediate_then_prediction_balanced)
+                   args=(stage=task student=fast3 stage.init.layers=teacher
                          stage.init.embedding=teacher stage.init.head=teacher general_student=null
                          "train.max_steps=$((STEPS / 2))" stage.phases.1.weights.hard_ce=1 stage.phases.1.lr=2e-4
-                         stage.phases.1.eval_every=200 bench.enabled=false) ;;
+                         stage.phases.1.eval_every=200 bench.enabled=false)
+                   [ "$variant" = intermediate_then_prediction ] || args+=(stage.loss.balance=initial) ;;
+      *) echo "unknown variant $variant" >&2; exit 2 ;;
     esac
     $py -m distill "${common[@]}" train.seed=$seed "${args[@]}" "run_dir=$RUNS/${variant}_seed$seed" overwrite=true
   done
