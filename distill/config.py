@@ -130,8 +130,8 @@ class LossOptions:
     # TinyBERT's exact formulas: one W for embeddings and hidden states, padding
     # not masked (padded query rows included in attention), no T^2
     tinybert_compat: bool = False
-    # 'none': each layer term at its own scale (TinyBERT), where attention-score MSE is 8-20x the
-    # hidden MSE (measured: README, "Loss balance"); 'initial': each layer term (embedding, hidden,
+    # 'none': each layer term at its own scale (TinyBERT), where attention-score MSE is 6-8x the
+    # hidden MSE on SST-2 (README, "Losses"); 'initial': each layer term (embedding, hidden,
     # attention, cosine) divided by its value on the phase's first batch, so each starts at its weight
     balance: str = "none"
     # masked-LM terms (mlm, soft_ce on MLM logits): share of tokens masked, 80/10/10 as BERT

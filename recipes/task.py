@@ -54,7 +54,7 @@ def run(cfg) -> dict:
                                                    cfg.train, cache_root())
 
     # W_E / W_h start from the general stage's (when the student is its) and go from phase to phase
-    carry = ProjectionCarry.load(cfg.general_student_dir() if "general_student" in start_from else None)
+    carry = ProjectionCarry.load(start_from.get("general_student"))
     if carry.source:
         start_from["projections"] = carry.source
     score = scorer(cfg, run, data, tokenizer, student)
