@@ -13,7 +13,12 @@ tokenizes them itself, padded to the longest in the batch, as at serving
 time) or random tokens of a fixed ``--length``.
 
 Latency: ``warmup`` untimed calls, then ``repeats`` timed calls, each on a
-different batch; median and 90th percentile. Throughput: batch size / median
+different batch; median and 90th percentile. The models take turns call by
+call (teacher batch i, student batch i, teacher batch i+1, ...), so a change in
+the machine's speed during the run (CPU frequency, another process) falls on
+all of them alike instead of on whichever model was measured at the time: on
+a 2-core machine, timing one model after the other gave the same student
+shape 4.7x and 2.5x at batch 1 in two runs. Throughput: batch size / median
 latency. FLOPs per example: ``torch.utils.flop_counter.FlopCounterMode`` over a
 batch-1 forward with eager attention (the CPU fused attention kernel is not
 counted by it), averaged over the batch-1 inputs. It counts matrix products
@@ -31,6 +36,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,16 +101,17 @@ def model_inputs(model, tokenizer, texts: list[str] | None, length: int | None, 
     return token_batches(tokenizer, batch_size, count, length)
 
 
-def timings(run, batches: list[dict[str, np.ndarray]]) -> list[float]:
-    """Seconds per call of ``run`` on each batch after the first WARMUP (untimed) ones."""
-    for batch in batches[:WARMUP]:
-        run(batch)
-    out = []
-    for batch in batches[WARMUP:]:
-        start = time.perf_counter()
-        run(batch)
-        out.append(time.perf_counter() - start)
-    return out
+def interleaved_timings(runs: list, batches: list[list[dict[str, np.ndarray]]]) -> list[list[float]]:
+    """Seconds per call of each ``runs[m]`` on its ``batches[m]`` after the first WARMUP (untimed) ones, the
+    models taking turns on each batch index."""
+    times: list[list[float]] = [[] for _ in runs]
+    for i in range(len(batches[0])):
+        for run, inputs, out in zip(runs, batches, times):
+            start = time.perf_counter()
+            run(inputs[i])
+            if i >= WARMUP:
+                out.append(time.perf_counter() - start)
+    return times
 
 
 def summarize(seconds: list[float], batches: list[dict[str, np.ndarray]], batch_size: int) -> dict:
@@ -152,8 +160,18 @@ def onnx_files(model_dir: Path, model, tokenizer, scratch: Path) -> tuple[dict[s
     return {"onnx": path, **found}, "exported for this run"
 
 
-def bench_model(model_dir: str, texts, length, threads: int, repeats: int, onnx: bool, scratch: Path) -> tuple[dict, list[dict]]:
-    """One model's description and its timing rows (one per engine and batch size)."""
+@dataclass
+class Prepared:
+    """One model ready to time: its description, its own tokenization of the shared inputs per batch size,
+    and a runner per engine."""
+
+    info: dict
+    inputs: dict[int, list[dict[str, np.ndarray]]]
+    engines: dict[str, Callable]
+
+
+def prepare(model_dir: str, texts, length, threads: int, repeats: int, onnx: bool, scratch: Path) -> Prepared:
+    """Load one model, tokenize its inputs, count its FLOPs and set up its engines (nothing is timed yet)."""
     path = check_model_dir(model_dir)
     model, tokenizer = load_classifier(path, attn_implementation=None)  # what from_pretrained picks: sdpa on CPU
     inputs = {b: model_inputs(model, tokenizer, texts, length, b, WARMUP + repeats) for b in BATCH_SIZES}
@@ -169,12 +187,19 @@ def bench_model(model_dir: str, texts, length, threads: int, repeats: int, onnx:
         for name, file in files.items():
             sess = session(file, threads)
             engines[name] = lambda batch, sess=sess: onnx_logits(sess, batch)
+    return Prepared(info, inputs, engines)
+
+
+def timing_rows(models: list[Prepared]) -> list[dict]:
+    """One row per model, engine and batch size; the models that have an engine are timed together."""
     rows = []
-    for engine, run in engines.items():
+    for engine in dict.fromkeys(e for m in models for e in m.engines):
         for b in BATCH_SIZES:
-            rows.append({"model": info["label"], "model_dir": str(model_dir), "engine": engine,
-                         **summarize(timings(run, inputs[b]), inputs[b], b)})
-    return info, rows
+            having = [m for m in models if engine in m.engines]
+            times = interleaved_timings([m.engines[engine] for m in having], [m.inputs[b] for m in having])
+            rows += [{"model": m.info["label"], "model_dir": m.info["model_dir"], "engine": engine,
+                      **summarize(seconds, m.inputs[b], b)} for m, seconds in zip(having, times)]
+    return sorted(rows, key=lambda r: [m.info["model_dir"] for m in models].index(r["model_dir"]))
 
 
 def add_speedups(rows: list[dict], reference: str) -> None:
@@ -199,12 +224,10 @@ def benchmark(model_dirs: list[str], texts: list[str] | None = None, length: int
     if onnx:
         require_onnx()
     torch.set_num_threads(threads)
-    models, rows = [], []
     with tempfile.TemporaryDirectory(prefix="distill-bench-") as scratch:
-        for i, d in enumerate(model_dirs):
-            info, model_rows = bench_model(d, texts, length, threads, repeats, onnx, Path(scratch) / str(i))
-            models.append(info)
-            rows += model_rows
+        prepared = [prepare(d, texts, length, threads, repeats, onnx, Path(scratch) / str(i)) for i, d in enumerate(model_dirs)]
+        rows = timing_rows(prepared)
+    models = [m.info for m in prepared]
     add_speedups(rows, models[0]["model_dir"])
     return {
         "threads": threads, "torch_threads": torch.get_num_threads(), "repeats": repeats, "warmup": WARMUP,

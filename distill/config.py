@@ -296,7 +296,7 @@ class BenchConfig:
     """The task stage measures its student against its teacher on CPU (distill.bench) at the end."""
 
     enabled: bool = True
-    repeats: int = 10
+    repeats: int = 30
     threads: int = 2
     # also time ONNX Runtime (needs the onnx extra; exports into a temporary directory)
     onnx: bool = False

@@ -19,9 +19,16 @@ declare -A ROWS=(
   # the training split plus 20 TinyBERT variants of each sentence (labelled by the teacher's cached
   # logits), at the same 795 steps
   [plus_augmentation]="recipe=fast augment.enabled=true train.max_steps=795"
+  # TinyBERT's general distillation first (200 steps of embedding + hidden + attention MSE on the news
+  # corpus, the student a slice of the *pretrained* teacher), then the same task phase from that student
+  [plus_general_distillation]="recipe=fast stage.init.layers=random stage.init.embedding=random general_student=$RUNS/general_for_ablation/model"
   [plus_intermediate_phase]="stage=task student=fast3 stage.init.layers=teacher stage.init.embedding=teacher stage.init.head=teacher general_student=null train.max_steps=400 stage.phases.1.weights.hard_ce=1 stage.phases.1.lr=2e-4 stage.phases.1.eval_every=200"
 )
-for name in ${NAMES:-full no_teacher_init no_soft_labels no_hard_labels embedding_E128_svd shared_L4_every2_mean shared_L3_all_mean plus_augmentation plus_intermediate_phase}; do
+for name in ${NAMES:-full no_teacher_init no_soft_labels no_hard_labels embedding_E128_svd shared_L4_every2_mean shared_L3_all_mean plus_augmentation plus_general_distillation plus_intermediate_phase}; do
+  if [[ $name == plus_general_distillation ]]; then
+    .venv/bin/python -m distill stage=general student=fast3 stage.init.layers=teacher stage.init.embedding=teacher \
+      "runs_root=$RUNS" train.threads=2 train.progress=false "run_dir=$RUNS/general_for_ablation" overwrite=true train.max_steps=200
+  fi
   # shellcheck disable=SC2086
   run "$name" ${ROWS[$name]}
 done

@@ -4,6 +4,8 @@ import contextlib
 import io
 import json
 import shutil
+import statistics
+import time
 from pathlib import Path
 
 import pytest
@@ -212,6 +214,29 @@ def test_flops_follow_the_documented_formula(student, tiny_dir):
     model = student[0]
     assert flops_per_example(model, batch)[0] == _flops_formula(SHAPE.num_layers, SHAPE.hidden_size, SHAPE.intermediate_size,
                                                                 tokens, 2, embedding=SHAPE.embedding_size)
+
+
+def test_models_take_turns_call_by_call_so_drift_falls_on_all_alike():
+    """A machine that slows down halfway must not make the model timed first look faster: the runners alternate
+    on each batch index, the first WARMUP calls of each are untimed, and every model is timed on every batch."""
+    from distill.bench import WARMUP, interleaved_timings
+
+    calls, clock = [], {"slow": 0.0}
+
+    def runner(name):
+        def run(batch):
+            calls.append((name, batch))
+            time.sleep(0.001 + clock["slow"])
+            if len(calls) == 2 * (WARMUP + 4):  # the machine slows down for the second half of the timed calls
+                clock["slow"] = 0.004
+        return run
+
+    n = WARMUP + 8
+    times = interleaved_timings([runner("a"), runner("b")], [list(range(n)), list(range(n))])
+    assert calls == [(name, i) for i in range(n) for name in ("a", "b")]
+    assert [len(t) for t in times] == [8, 8]
+    # same work, same drift: the ratio of medians stays near 1 (timed one after the other it would be about 3-5x)
+    assert 0.5 < statistics.median(times[0]) / statistics.median(times[1]) < 2.0
 
 
 def test_a_larger_model_measures_slower(student_dir, tokenizer, tmp_path):
