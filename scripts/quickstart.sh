@@ -18,4 +18,4 @@ py=.venv/bin/python
 $py -m distill stage=teacher "${common[@]}" train.max_steps=400 stage.phases.0.eval_every=100
 $py -m distill recipe=fast "${common[@]}"
 $py -m distill report "$RUNS"
-echo "quickstart wall time: $((SECONDS - start)) s"
+echo "quickstart wall time: $((SECONDS - start)) s" | tee "$RUNS/wall_time.txt"
