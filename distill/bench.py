@@ -192,14 +192,15 @@ def prepare(model_dir: str, texts, length, threads: int, repeats: int, onnx: boo
 
 def timing_rows(models: list[Prepared]) -> list[dict]:
     """One row per model, engine and batch size; the models that have an engine are timed together."""
-    rows = []
+    rows: dict[int, list[dict]] = {id(m): [] for m in models}  # grouped by model, in the order given
     for engine in dict.fromkeys(e for m in models for e in m.engines):
+        having = [m for m in models if engine in m.engines]
         for b in BATCH_SIZES:
-            having = [m for m in models if engine in m.engines]
             times = interleaved_timings([m.engines[engine] for m in having], [m.inputs[b] for m in having])
-            rows += [{"model": m.info["label"], "model_dir": m.info["model_dir"], "engine": engine,
-                      **summarize(seconds, m.inputs[b], b)} for m, seconds in zip(having, times)]
-    return sorted(rows, key=lambda r: [m.info["model_dir"] for m in models].index(r["model_dir"]))
+            for m, seconds in zip(having, times):
+                rows[id(m)].append({"model": m.info["label"], "model_dir": m.info["model_dir"], "engine": engine,
+                                    **summarize(seconds, m.inputs[b], b)})
+    return [row for model_rows in rows.values() for row in model_rows]
 
 
 def add_speedups(rows: list[dict], reference: str) -> None:

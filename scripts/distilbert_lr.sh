@@ -27,7 +27,8 @@ for run in sorted(Path(sys.argv[1]).glob("lr_*"), key=lambda p: -float(p.name[3:
     tail = windows[-max(1, len(windows) // 3):]
     terms = [k for k in ("loss", "mlm", "cosine", "soft_ce") if k in tail[0]]
     means = {k: sum(w[k] for w in tail) / len(tail) for k in terms}
-    rows.append((run.name[3:], windows[-1]["step"], f"{tail[0]['step'] - 9}-{tail[-1]['step']}", means))
+    first = windows[-len(tail) - 1]["step"] + 1 if len(tail) < len(windows) else 1  # the averaged windows' first step
+    rows.append((run.name[3:], windows[-1]["step"], f"{first}-{tail[-1]['step']}", means))
 terms = list(rows[0][3])
 print("| lr | steps | steps averaged | " + " | ".join(f"{t} (held-out)" for t in terms) + " |")
 print("|---|---|---|" + "---|" * len(terms))
