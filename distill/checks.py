@@ -91,6 +91,9 @@ def init_problems(cfg: Config) -> list[str]:
         out.append(f"stage.init.source_layers={init.source_layers!r} is unknown; use map, lowest or a list of teacher layers")
     if init.head == "teacher" and cfg.stage.name != "task":
         out.append(f"stage.init.head=teacher copies a fine-tuned teacher's classifier: only stage=task has one, not stage={cfg.stage.name}")
+    if init.source == "pretrained" and cfg.stage.name != "task":
+        out.append(f"stage.init.source=pretrained chooses between the task stage's two teachers; stage={cfg.stage.name} "
+                   f"copies from its only teacher (teacher.name_or_path): leave stage.init.source at finetuned")
     if init.albert_dir and not (Path(init.albert_dir) / "config.json").is_file():
         out.append(f"stage.init.albert_dir={init.albert_dir} is not a model directory (no config.json); give a Hugging Face ALBERT directory")
     general = cfg.general_student

@@ -31,7 +31,7 @@ EVAL_SPLITS = ("train", "dev", "test")
 LOSS_BALANCE = ("none", "initial")
 # stage.init choices (source_layers also takes a list of teacher layers)
 INIT_CHOICES = {"layers": ("random", "teacher"), "embedding": ("random", "teacher", "svd"),
-                "head": ("random", "teacher"), "shared_block": ("first", "mean")}
+                "head": ("random", "teacher"), "shared_block": ("first", "mean"), "source": ("finetuned", "pretrained")}
 # general_student's default: the general stage's student of this shape when it exists, else none
 GENERAL_STUDENT_AUTO = "auto"
 
@@ -87,9 +87,14 @@ class StudentInit:
     # 'random', 'teacher' (copy the teacher's embeddings; needs embedding_size = teacher width) or
     # 'svd' (best rank-E factorization of the teacher's V x H word embeddings; needs hidden_size = teacher width)
     embedding: str = "random"
-    # 'random' or 'teacher': copy the (fine-tuned) teacher's pooler and classifier (task stage;
-    # needs hidden_size = teacher width)
+    # 'random' or 'teacher': copy the source's pooler and, when it has one (the fine-tuned teacher), its
+    # classifier (task stage; needs hidden_size = teacher width)
     head: str = "random"
+    # task stage: which teacher the copied layers, embeddings and pooler come from: 'finetuned'
+    # (teacher.finetuned, the teacher distilled from: its task knowledge comes along) or 'pretrained'
+    # (teacher.name_or_path, as DistilBERT starts; the classifier then starts at random). The general
+    # stage has only the pretrained teacher.
+    source: str = "finetuned"
     # a pretrained ALBERT directory (Hugging Face format) to start from, e.g. a converted albert_zh
     albert_dir: str | None = None
 

@@ -140,12 +140,18 @@ def read_texts(path: str | Path, text_field: str = "sentence") -> list[str]:
 
 
 def path_identity(path: str | None):
-    """What identifies a model directory or file for a cache: names, sizes and modification times."""
+    """What identifies a model directory or file for a cache: its files' names, sizes and modification times.
+
+    Not the path itself: a teacher reached through a symlink or a moved run directory keeps its cached
+    logits and layers; a copy (new modification times) or a retrained teacher gets new ones. A name that
+    is not a local path (a hub id) is its own identity."""
     if path is None:
         return None
     p = Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] if p.is_file() else []
-    return [str(path)] + [(str(f.relative_to(p) if p.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    if not p.exists():
+        return [str(path)]
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    return [(str(f.relative_to(p) if p.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
 def task_source(task: TaskConfig) -> Path | None:

@@ -96,11 +96,13 @@ def copy_teacher_layers(student: nn.Module, teacher: nn.Module, init: StudentIni
 
 @torch.no_grad()
 def copy_teacher_head(student: nn.Module, teacher: nn.Module) -> None:
-    """The fine-tuned teacher's pooler (dense + tanh, when the student pools by [CLS]) and classifier."""
+    """The teacher's pooler (dense + tanh, when the student pools by [CLS]) and, when it has one (a
+    fine-tuned teacher), its classifier."""
     core = _albert_core(student)
     if core.pooler is not None and getattr(teacher.base_model, "pooler", None) is not None:
         core.pooler.load_state_dict(teacher.base_model.pooler.dense.state_dict())
-    student.classifier.load_state_dict(teacher.classifier.state_dict())
+    if hasattr(teacher, "classifier"):
+        student.classifier.load_state_dict(teacher.classifier.state_dict())
 
 
 def initialise(student: nn.Module, teacher: nn.Module, init: StudentInit, layer_map: LayerMap, vocab_size: int) -> dict:

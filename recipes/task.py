@@ -102,9 +102,9 @@ def scorer(cfg, run, data, tokenizer, student):
 
 
 def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map):
-    """The student and where it started: the fine-tuned teacher's layers when ``stage.init.layers=teacher``
-    (the general student is then not read), else the general student of the same shape when there is one
-    (``Config.general_student_dir``)."""
+    """The student and where it started: the teacher's layers when ``stage.init.layers=teacher`` (the fine-tuned
+    one's, or the pretrained one's with ``stage.init.source=pretrained``; the general student is then not read),
+    else the general student of the same shape when there is one (``Config.general_student_dir``)."""
     init = cfg.stage.init
     labels = cfg.task.label_config()
     student = build_student(
@@ -125,8 +125,11 @@ def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map):
             "(run `python -m distill stage=general` with the same student shape first, set stage.init.layers=teacher, "
             "or general_student=null to start from random weights on purpose)", cfg.runs_root, cfg.student.tag(),
         )
-    return student, {"teacher": str(teacher.model.name_or_path),
-                     **initialise(student, teacher.model, init, layer_map, len(tokenizer))}
+    source = teacher.model
+    if init.source == "pretrained" and (init.layers, init.embedding, init.head) != ("random",) * 3:
+        source = load_model(cfg.teacher.name_or_path, field="teacher.name_or_path")
+    return student, {"teacher": str(source.name_or_path), "source": init.source,
+                     **initialise(student, source, init, layer_map, len(tokenizer))}
 
 
 def measure_speed(cfg, run, texts: list[str]) -> dict:

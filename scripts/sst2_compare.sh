@@ -14,10 +14,14 @@ py=.venv/bin/python
 common=(task=sst2 "task.data_dir=$DATA" "runs_root=$RUNS" train.threads=2 train.progress=false)
 [ -f "$RUNS/teacher/sst2/metrics.json" ] || \
   $py -m distill stage=teacher "${common[@]}" "train.max_steps=${TEACHER_STEPS:-800}" stage.phases.0.eval_every=200
-# VARIANTS: which rows (default the first three)
+# VARIANTS: which rows (default the first three). A row name ending in _from_pretrained is that row with the
+# student's layers, embeddings and pooler from the pretrained teacher (teacher.name_or_path, DistilBERT's
+# start) instead of the fine-tuned one; its classifier starts at random
 for seed in 1 2; do
   for variant in ${VARIANTS:-distilled hard_labels intermediate_then_prediction}; do
-    case $variant in
+    start=()
+    [[ $variant == *_from_pretrained ]] && start=(stage.init.source=pretrained)
+    case ${variant%_from_pretrained} in
       distilled) args=(recipe=fast "train.max_steps=$STEPS" stage.phases.0.eval_every=200) ;;
       hard_labels) args=(recipe=fast "train.max_steps=$STEPS" stage.phases.0.eval_every=200
                          stage.phases.0.weights.soft_ce=0 bench.enabled=false) ;;
@@ -38,7 +42,7 @@ for seed in 1 2; do
                    [ "$variant" = intermediate_then_prediction ] || args+=(stage.loss.balance=initial) ;;
       *) echo "unknown variant $variant" >&2; exit 2 ;;
     esac
-    $py -m distill "${common[@]}" train.seed=$seed "${args[@]}" "run_dir=$RUNS/${variant}_seed$seed" overwrite=true
+    $py -m distill "${common[@]}" train.seed=$seed "${args[@]}" "${start[@]}" "run_dir=$RUNS/${variant}_seed$seed" overwrite=true
   done
 done
 $py -m distill report --compare "$RUNS"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from distill.config import CorpusConfig, HubSource, TaskConfig
-from distill.data import eval_loader, load_corpus, load_task, tokenize_task, train_loader
+from distill.data import eval_loader, load_corpus, load_task, path_identity, tokenize_task, train_loader
 from distill.errors import ConfigError
 
 
@@ -182,3 +182,20 @@ def test_the_tools_read_labelled_files_as_the_tasks_do(tmp_path):
     assert read_texts(tmp_path / "texts.jsonl") == ["one", "two words"]
     with pytest.raises(ConfigError, match="no column 'sentence_a'"):
         read_texts(tmp_path / "texts.jsonl", text_field="sentence_a")
+
+
+def test_cache_identity_follows_the_files_not_the_path(tmp_path):
+    """A teacher reached through a symlink (or moved) keeps its caches; a changed file gets new ones."""
+    model = tmp_path / "teacher"
+    model.mkdir()
+    write(model / "config.json", '{"hidden_size": 4}')
+    write(model / "model.safetensors", "weights")
+    (tmp_path / "link").symlink_to(model)
+    moved = tmp_path / "moved"
+    before = path_identity(str(model))
+    assert path_identity(str(tmp_path / "link")) == before
+    model.rename(moved)
+    assert path_identity(str(moved)) == before
+    write(moved / "model.safetensors", "retrained weights")
+    assert path_identity(str(moved)) != before
+    assert path_identity("org/hub-model") == ["org/hub-model"]

@@ -154,7 +154,7 @@ def test_distilbert_recipe_end_to_end(ws, mlm_teacher_dir, caplog):
     with_head = run(compose_cfg(ws, *DISTILBERT, f"teacher.name_or_path={mlm_teacher_dir}", f"run_dir={ws / 'a'}"))
     assert set(with_head["losses"]) == {"soft_ce", "mlm", "cosine", "loss"} and with_head["teacher_mlm_head"]
     assert with_head["init"] == {"layers": "teacher", "source_layers": "map", "shared_block": "first", "embedding": "teacher",
-                                 "head": "random", "albert_dir": None}
+                                 "head": "random", "albert_dir": None, "source": "finetuned"}
 
     # the packaged-MiniLM case: no MLM head, the ce term is dropped with a warning
     without = run(compose_cfg(ws, *DISTILBERT, f"run_dir={ws / 'b'}"))
@@ -164,6 +164,8 @@ def test_distilbert_recipe_end_to_end(ws, mlm_teacher_dir, caplog):
         run(compose_cfg(ws, *DISTILBERT, "stage.loss.teacher_mlm=required", f"run_dir={ws / 'c'}"))
     with pytest.raises(ConfigError, match=r"init.layers=teacher copies teacher layers, but student.hidden_size=16"):
         run(compose_cfg(ws, *DISTILBERT, "student.hidden_size=16", f"run_dir={ws / 'd'}"))
+    with pytest.raises(ConfigError, match=r"stage.init.source=pretrained chooses between the task stage's two teachers"):
+        run(compose_cfg(ws, *DISTILBERT, "stage.init.source=pretrained", f"run_dir={ws / 'e'}"))
     # the saved general student (with its MLM head) feeds the task stage's ALBERT body
     from transformers import AlbertModel
 

@@ -106,3 +106,44 @@ def test_phase_freeze_leaves_matching_parameters_out_of_the_optimizer(tokenizer)
     assert id(word) in {id(p) for group in optimizer.param_groups for p in group["params"]}
     with pytest.raises(ConfigError, match=r"freeze: \['word_embedings'\] match no parameter"):
         _optimizer(objective, PhaseConfig(freeze=["word_embedings"]), 0.01)
+
+
+def test_task_student_from_the_pretrained_or_the_finetuned_teacher(tmp_path):
+    """stage.init.source: the copied layers, embeddings and pooler come from the named teacher; only the
+    fine-tuned one has a classifier to copy."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from distill.testing import write_tiny_teacher
+    from recipes.task import build_task_student
+
+    pretrained, tok = write_tiny_teacher(tmp_path / "pretrained")
+    finetuned, _ = write_tiny_teacher(tmp_path / "finetuned", head="sequence_classification")  # other random weights
+    tok.save_pretrained(tmp_path / "finetuned")
+    c = pretrained.config
+    conf = str(Path(__file__).resolve().parents[1] / "conf")
+
+    def student_from(source):
+        with initialize_config_dir(config_dir=conf, version_base="1.3"):
+            cfg = OmegaConf.to_object(compose("config", overrides=[
+                "stage=task_from_teacher", f"stage.init.source={source}", f"teacher.name_or_path={tmp_path / 'pretrained'}",
+                f"teacher.finetuned={tmp_path / 'finetuned'}", f"student.num_layers={c.num_hidden_layers}",
+                f"student.hidden_size={c.hidden_size}", f"student.embedding_size={c.hidden_size}",
+                f"student.num_heads={c.num_attention_heads}", f"student.intermediate_size={c.intermediate_size}",
+                f"student.hidden_act={c.hidden_act}", f"student.max_position_embeddings={c.max_position_embeddings}"]))
+        teacher = FrozenTeacher(load_model(str(tmp_path / "finetuned"), head="sequence_classification", trained_head=True))
+        layer_map = LayerMap("uniform", c.num_hidden_layers, c.num_hidden_layers)
+        return build_task_student(cfg, tok, teacher, layer_map)
+
+    for source, model in (("pretrained", pretrained), ("finetuned", finetuned)):
+        student, done = student_from(source)
+        assert done["source"] == source and done["teacher"] == str(tmp_path / source)
+        core = _albert_core(student)
+        torch.testing.assert_close(core.encoder.albert_layer_groups[1].albert_layers[0].attention.query.weight,
+                                   model.base_model.encoder.layer[1].attention.self.query.weight)
+        torch.testing.assert_close(core.embeddings.word_embeddings.weight, model.base_model.embeddings.word_embeddings.weight)
+        torch.testing.assert_close(core.pooler.weight, model.base_model.pooler.dense.weight)
+        copied = torch.equal(student.classifier.weight, finetuned.classifier.weight)
+        assert copied == (source == "finetuned")
