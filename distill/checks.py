@@ -395,6 +395,10 @@ def check(cfg: Config) -> Checked:
                 checked.teacher_config = load_config(model, field=field)
                 more, checked.layer_map = teacher_problems(cfg, checked.teacher_config)
                 found += more
+                if field == "teacher.finetuned" and cfg.stage.init.source == "pretrained":
+                    # the copied weights come from the pretrained teacher: its shape must fit the student too
+                    pretrained = load_config(cfg.teacher.name_or_path, field="teacher.name_or_path")
+                    found += [p for p in init_shape_problems(cfg.stage.init, cfg.student, pretrained) if p not in found]
             except ConfigError as err:
                 found.append(str(err))
     if found:

@@ -1,12 +1,19 @@
-"""Task-stage initialisation from the fine-tuned teacher, and cached teacher logits."""
+"""Task-stage initialisation from the fine-tuned (or pretrained) teacher, and cached teacher logits."""
 
+from pathlib import Path
+
+import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from transformers import AutoModelForSequenceClassification
 
 from distill.attention import use_score_attention
+from distill.checks import check
 from distill.config import StudentInit
 from distill.config import LossWeights
 from distill.config import StudentShape
+from distill.errors import ConfigError
 from distill.hf import load_model
 from distill.layer_map import LayerMap
 from distill.objective import Objective
@@ -14,6 +21,8 @@ from distill.student import _albert_core, build_student
 from distill.student_init import copy_teacher_layers, ffn_importance, initialise
 from distill.teacher import FrozenTeacher
 from distill.teacher_cache import CachedTeacher
+from distill.testing import write_tiny_teacher
+from recipes.task import build_task_student
 
 
 def teacher_shaped(teacher, **overrides) -> StudentShape:
@@ -111,28 +120,24 @@ def test_phase_freeze_leaves_matching_parameters_out_of_the_optimizer(tokenizer)
 def test_task_student_from_the_pretrained_or_the_finetuned_teacher(tmp_path):
     """stage.init.source: the copied layers, embeddings and pooler come from the named teacher; only the
     fine-tuned one has a classifier to copy."""
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from distill.testing import write_tiny_teacher
-    from recipes.task import build_task_student
-
     pretrained, tok = write_tiny_teacher(tmp_path / "pretrained")
     finetuned, _ = write_tiny_teacher(tmp_path / "finetuned", head="sequence_classification")  # other random weights
     tok.save_pretrained(tmp_path / "finetuned")
     c = pretrained.config
     conf = str(Path(__file__).resolve().parents[1] / "conf")
 
-    def student_from(source):
+    def config(source, pretrained_dir="pretrained"):
         with initialize_config_dir(config_dir=conf, version_base="1.3"):
-            cfg = OmegaConf.to_object(compose("config", overrides=[
-                "stage=task_from_teacher", f"stage.init.source={source}", f"teacher.name_or_path={tmp_path / 'pretrained'}",
+            return OmegaConf.to_object(compose("config", overrides=[
+                "stage=task_from_teacher", f"stage.init.source={source}", f"teacher.name_or_path={tmp_path / pretrained_dir}",
                 f"teacher.finetuned={tmp_path / 'finetuned'}", f"student.num_layers={c.num_hidden_layers}",
                 f"student.hidden_size={c.hidden_size}", f"student.embedding_size={c.hidden_size}",
                 f"student.num_heads={c.num_attention_heads}", f"student.intermediate_size={c.intermediate_size}",
                 f"student.hidden_act={c.hidden_act}", f"student.max_position_embeddings={c.max_position_embeddings}"]))
+
+    def student_from(source):
+        cfg = config(source)
+        assert check(cfg).teacher_config.hidden_size == c.hidden_size
         teacher = FrozenTeacher(load_model(str(tmp_path / "finetuned"), head="sequence_classification", trained_head=True))
         layer_map = LayerMap("uniform", c.num_hidden_layers, c.num_hidden_layers)
         return build_task_student(cfg, tok, teacher, layer_map)
@@ -147,3 +152,9 @@ def test_task_student_from_the_pretrained_or_the_finetuned_teacher(tmp_path):
         torch.testing.assert_close(core.pooler.weight, model.base_model.pooler.dense.weight)
         copied = torch.equal(student.classifier.weight, finetuned.classifier.weight)
         assert copied == (source == "finetuned")
+
+    # the copied weights come from the pretrained teacher: the checks read its shape too, before any work
+    write_tiny_teacher(tmp_path / "narrow", hidden_size=16)
+    with pytest.raises(ConfigError, match=r"student.hidden_size=32 != the teacher's 16"):
+        check(config("pretrained", "narrow"))
+    check(config("finetuned", "narrow"))  # not read for the student: no problem
