@@ -14,6 +14,7 @@ import csv
 import hashlib
 import json
 import re
+from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -139,18 +140,24 @@ def read_texts(path: str | Path, text_field: str = "sentence") -> list[str]:
     return list(load_labelled_file(path, TaskConfig(name=Path(path).name, text_field=text_field, label_field=None))[text_field])
 
 
+# files written beside a model that do not change its outputs: an ONNX export, a model card
+NOT_MODEL_FILES = ("*.onnx", "*.onnx.data", "README.md")
+
+
 def path_identity(path: str | None):
     """What identifies a model directory or file for a cache: its files' names, sizes and modification times.
 
     Not the path itself: a teacher reached through a symlink or a moved run directory keeps its cached
-    logits and layers; a copy (new modification times) or a retrained teacher gets new ones. A name that
-    is not a local path (a hub id) is its own identity."""
+    logits and layers; a copy (new modification times) or a retrained teacher gets new ones, an ONNX
+    export beside it (``NOT_MODEL_FILES``) does not. A name that is not a local path (a hub id) is its
+    own identity."""
     if path is None:
         return None
     p = Path(path)
     if not p.exists():
         return [str(path)]
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    files = sorted(f for f in p.rglob("*") if f.is_file() and not any(fnmatch(f.name, g) for g in NOT_MODEL_FILES)) \
+        if p.is_dir() else [p]
     return [(str(f.relative_to(p) if p.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 

@@ -185,7 +185,7 @@ def test_the_tools_read_labelled_files_as_the_tasks_do(tmp_path):
 
 
 def test_cache_identity_follows_the_files_not_the_path(tmp_path):
-    """A teacher reached through a symlink (or moved) keeps its caches; a changed file gets new ones."""
+    """A teacher reached through a symlink (or moved, or exported to ONNX) keeps its caches; a changed file gets new ones."""
     model = tmp_path / "teacher"
     model.mkdir()
     write(model / "config.json", '{"hidden_size": 4}')
@@ -195,6 +195,9 @@ def test_cache_identity_follows_the_files_not_the_path(tmp_path):
     before = path_identity(str(model))
     assert path_identity(str(tmp_path / "link")) == before
     model.rename(moved)
+    assert path_identity(str(moved)) == before
+    write(moved / "model.onnx", "export")  # written beside the weights, not part of the model
+    write(moved / "README.md", "model card")
     assert path_identity(str(moved)) == before
     write(moved / "model.safetensors", "retrained weights")
     assert path_identity(str(moved)) != before
