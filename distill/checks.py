@@ -295,8 +295,9 @@ def teacher_source(cfg: Config) -> tuple[str, str] | None:
     return None
 
 
-def teacher_problems(cfg: Config, teacher_config) -> tuple[list[str], LayerMap | None]:
-    """Cross-checks against the teacher's config (config.json; no weights), and the layer map they build."""
+def teacher_problems(cfg: Config, teacher_config, init_config=None) -> tuple[list[str], LayerMap | None]:
+    """Cross-checks against the teacher's config (config.json; no weights), and the layer map they build.
+    ``init_config``: the config of the model the student's weights are copied from, when not the teacher's."""
     out, layer_map = [], None
     if cfg.stage.name not in DISTILLING:
         return out, layer_map
@@ -316,7 +317,7 @@ def teacher_problems(cfg: Config, teacher_config) -> tuple[list[str], LayerMap |
             f"student.num_heads={cfg.student.num_heads} but the teacher has {teacher_heads} heads; attention MSE "
             f"compares head by head: set student.num_heads={teacher_heads} {fix}"
         )
-    out += init_shape_problems(cfg.stage.init, cfg.student, teacher_config)
+    out += init_shape_problems(cfg.stage.init, cfg.student, init_config or teacher_config)
     if cfg.stage.loss.teacher_mlm == "required" and "soft_ce" in active and not has_mlm_head(teacher_config):
         out.append(
             f"stage.loss.teacher_mlm=required but the teacher ({teacher_config.architectures}) has no masked-LM head; "
@@ -393,12 +394,11 @@ def check(cfg: Config) -> Checked:
         else:
             try:
                 checked.teacher_config = load_config(model, field=field)
-                more, checked.layer_map = teacher_problems(cfg, checked.teacher_config)
+                # stage.init.source=pretrained: the copied weights come from the pretrained teacher, not this one
+                init_config = load_config(cfg.teacher.name_or_path, field="teacher.name_or_path") \
+                    if field == "teacher.finetuned" and cfg.stage.init.source == "pretrained" else None
+                more, checked.layer_map = teacher_problems(cfg, checked.teacher_config, init_config)
                 found += more
-                if field == "teacher.finetuned" and cfg.stage.init.source == "pretrained":
-                    # the copied weights come from the pretrained teacher: its shape must fit the student too
-                    pretrained = load_config(cfg.teacher.name_or_path, field="teacher.name_or_path")
-                    found += [p for p in init_shape_problems(cfg.stage.init, cfg.student, pretrained) if p not in found]
             except ConfigError as err:
                 found.append(str(err))
     if found:
