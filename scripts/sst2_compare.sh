@@ -31,15 +31,22 @@ for seed in 1 2; do
       # the distilled row plus the mapped hidden-state MSE in the same phase (teacher layers cached)
       distilled_hidden) args=(recipe=fast "train.max_steps=$STEPS" stage.phases.0.eval_every=200
                          stage.phases.0.weights.hidden=1 bench.enabled=false) ;;
+      # TinyBERT's layer terms and the predictions in one phase: hidden + attention MSE + soft + hard CE
+      distilled_hidden_attention) args=(recipe=fast "train.max_steps=$STEPS" stage.phases.0.eval_every=200
+                         stage.phases.0.weights.hidden=1 stage.phases.0.weights.attention=1 bench.enabled=false) ;;
       # TinyBERT's two phases from the same teacher slice: hidden + attention + embedding MSE (cached
       # teacher layers, lr 5e-5 constant), then soft + hard CE (lr 2e-4); STEPS in all, half each.
       # _balanced: the layer terms divided by their first-batch values (stage.loss.balance=initial)
-      intermediate_then_prediction|intermediate_then_prediction_balanced)
+      # _hidden: the prediction phase keeps the hidden-state MSE (as distilled_hidden)
+      intermediate_then_prediction|intermediate_then_prediction_balanced|intermediate_then_prediction_hidden)
                    args=(stage=task student=fast3 stage.init.layers=teacher
                          stage.init.embedding=teacher stage.init.head=teacher general_student=null
                          "train.max_steps=$((STEPS / 2))" stage.phases.1.weights.hard_ce=1 stage.phases.1.lr=2e-4
                          stage.phases.1.eval_every=200 bench.enabled=false)
-                   [ "$variant" = intermediate_then_prediction ] || args+=(stage.loss.balance=initial) ;;
+                   case $variant in
+                     *_balanced) args+=(stage.loss.balance=initial) ;;
+                     *_hidden) args+=(stage.phases.1.weights.hidden=1) ;;
+                   esac ;;
       *) echo "unknown variant $variant" >&2; exit 2 ;;
     esac
     $py -m distill "${common[@]}" train.seed=$seed "${args[@]}" "${start[@]}" "run_dir=$RUNS/${variant}_seed$seed" overwrite=true

@@ -7,7 +7,8 @@
 # start at CPU budgets (README, "Student quality"). Checkpoints are picked on 1,000 held-out training
 # sentences; dev is reported untouched. Speed-ups are measured at the end of the task stage.
 # Usage: bash scripts/sst2_full.sh [SST-2 directory, default ../shared/data/sst2]; RUNS (default
-# runs/sst2_full), TEACHER_STEPS (4000), SEED (1); extra overrides for the task stage in TASK_ARGS.
+# runs/sst2_full), TEACHER_STEPS (4000), SEED (1); extra overrides for the task stage in TASK_ARGS;
+# TEACHER_FROM: a runs root whose teacher to reuse (linked as $RUNS/teacher) instead of training one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/sst2}
@@ -16,6 +17,11 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 py=.venv/bin/python
 common=(task=sst2 "task.data_dir=$DATA" "runs_root=$RUNS" train.threads=2 train.progress=false)
 mkdir -p "$RUNS"
+if [ -n "${TEACHER_FROM:-}" ] && [ ! -e "$RUNS/teacher" ]; then
+  [ -f "$TEACHER_FROM/teacher/sst2/metrics.json" ] || { echo "TEACHER_FROM=$TEACHER_FROM holds no trained" \
+    "teacher ($TEACHER_FROM/teacher/sst2/metrics.json is missing); point it at a finished sst2_full.sh run" >&2; exit 2; }
+  ln -s "$(realpath "$TEACHER_FROM/teacher")" "$RUNS/teacher"
+fi
 rm -f "$RUNS/stage_times.tsv"
 timed() {  # timed NAME COMMAND...: run it, append NAME and its wall seconds to stage_times.tsv
   local name=$1 start=$SECONDS
