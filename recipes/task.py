@@ -106,13 +106,18 @@ def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map):
     one's, or the pretrained one's with ``stage.init.source=pretrained``; the general student is then not read),
     else the general student of the same shape when there is one (``Config.general_student_dir``)."""
     init = cfg.stage.init
+    general = cfg.general_student_dir()
+    from_general = init.layers == "random" and general is not None
+    source = teacher.model
+    if not from_general and init.source == "pretrained" and (init.layers, init.embedding, init.head) != ("random",) * 3:
+        source = load_model(cfg.teacher.name_or_path, field="teacher.name_or_path")
+    # the activation and token types come from the model the weights are copied from
     labels = cfg.task.label_config()
     student = build_student(
-        student_shape(init, cfg.student, teacher.config), tokenizer, num_labels=labels.pop("num_labels"),
-        type_vocab_size=teacher.config.type_vocab_size, **labels,
+        student_shape(init, cfg.student, source.config), tokenizer, num_labels=labels.pop("num_labels"),
+        type_vocab_size=source.config.type_vocab_size, **labels,
     )
-    general = cfg.general_student_dir()
-    if init.layers == "random" and general is not None:
+    if from_general:
         load_albert_body(student, general, len(tokenizer), field="general_student")
         done = {"general_student": str(general)}
         if init.head == "teacher":
@@ -125,9 +130,6 @@ def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map):
             "(run `python -m distill stage=general` with the same student shape first, set stage.init.layers=teacher, "
             "or general_student=null to start from random weights on purpose)", cfg.runs_root, cfg.student.tag(),
         )
-    source = teacher.model
-    if init.source == "pretrained" and (init.layers, init.embedding, init.head) != ("random",) * 3:
-        source = load_model(cfg.teacher.name_or_path, field="teacher.name_or_path")
     return student, {"teacher": str(source.name_or_path), "source": init.source,
                      **initialise(student, source, init, layer_map, len(tokenizer))}
 

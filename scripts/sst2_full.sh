@@ -2,7 +2,8 @@
 # SST-2 full CPU recipe, every stage on this machine, each stage's wall time written to
 # $RUNS/stage_times.tsv (and its training time to its metrics.json):
 #   1. stage=teacher: the packaged MiniLM (6 x H384) fine-tuned on SST-2 (TEACHER_STEPS, default 4000);
-#   2. recipe=sst2_cpu: task distillation of a 3-layer slice of it (FFN 1536 -> 384), see its config.
+#   2. recipe=sst2_cpu: task distillation of a 2-layer slice of it (FFN 1536 -> 768) on the training split
+#      with TinyBERT augmentation x4, see its config.
 # General distillation is not a stage of this recipe: the slice of the fine-tuned teacher is the better
 # start at CPU budgets (README, "Student quality"). Checkpoints are picked on 1,000 held-out training
 # sentences; dev is reported untouched. Speed-ups are measured at the end of the task stage.

@@ -118,10 +118,11 @@ def test_phase_freeze_leaves_matching_parameters_out_of_the_optimizer(tokenizer)
 
 
 def test_task_student_from_the_pretrained_or_the_finetuned_teacher(tmp_path):
-    """stage.init.source: the copied layers, embeddings and pooler come from the named teacher; only the
-    fine-tuned one has a classifier to copy."""
+    """stage.init.source: the copied layers, embeddings and pooler come from the named teacher, and the
+    student computes with its activation; only the fine-tuned one has a classifier to copy."""
     pretrained, tok = write_tiny_teacher(tmp_path / "pretrained")
-    finetuned, _ = write_tiny_teacher(tmp_path / "finetuned", head="sequence_classification")  # other random weights
+    # other random weights, and another activation: the student must follow the model it is copied from
+    finetuned, _ = write_tiny_teacher(tmp_path / "finetuned", head="sequence_classification", hidden_act="relu")
     tok.save_pretrained(tmp_path / "finetuned")
     c = pretrained.config
     conf = str(Path(__file__).resolve().parents[1] / "conf")
@@ -145,6 +146,7 @@ def test_task_student_from_the_pretrained_or_the_finetuned_teacher(tmp_path):
     for source, model in (("pretrained", pretrained), ("finetuned", finetuned)):
         student, done = student_from(source)
         assert done["source"] == source and done["teacher"] == str(tmp_path / source)
+        assert student.config.hidden_act == model.config.hidden_act != ("gelu" if source == "finetuned" else "relu")
         core = _albert_core(student)
         torch.testing.assert_close(core.encoder.albert_layer_groups[1].albert_layers[0].attention.query.weight,
                                    model.base_model.encoder.layer[1].attention.self.query.weight)
