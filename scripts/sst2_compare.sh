@@ -3,7 +3,8 @@
 # training of the same student from the same initialisation (a slice of the fine-tuned teacher), same
 # steps, two seeds. Checkpoints are picked on a holdout of train; dev is reported untouched.
 # Usage: bash scripts/sst2_compare.sh [SST-2 directory, default ../shared/data/sst2]; RUNS (default
-# runs/sst2_compare), STEPS (1200), TEACHER_STEPS (800). Then: python -m distill report --compare $RUNS
+# runs/sst2_compare), STEPS (1200), TEACHER_STEPS (800); STUDENT_ARGS: space-separated overrides for every
+# student run (e.g. STUDENT_ARGS="student.num_layers=2"). Then: python -m distill report --compare $RUNS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/sst2}
@@ -49,7 +50,8 @@ for seed in 1 2; do
                    esac ;;
       *) echo "unknown variant $variant" >&2; exit 2 ;;
     esac
-    $py -m distill "${common[@]}" train.seed=$seed "${args[@]}" "${start[@]}" "run_dir=$RUNS/${variant}_seed$seed" overwrite=true
+    # shellcheck disable=SC2086  # STUDENT_ARGS: space-separated overrides
+    $py -m distill "${common[@]}" train.seed=$seed "${args[@]}" "${start[@]}" ${STUDENT_ARGS:-} "run_dir=$RUNS/${variant}_seed$seed" overwrite=true
   done
 done
 $py -m distill report --compare "$RUNS"
