@@ -1,6 +1,7 @@
 """TinyBERT data augmentation: parity with the one-forward-per-word reference, seeds, cache, resume."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -138,11 +139,17 @@ def test_second_run_reads_the_cache_and_a_new_setting_recomputes(ws, tmp_path, m
     second = augment_train(train, task, aug_cfg(ws, tmp_path), progress=False)
     assert rows(second.dataset) == rows(first.dataset) and second.directory == first.directory
     assert second.stats["computed_examples"] == 0
+    # one fingerprint for the same rows, computed or read, here or in another cache directory: what the teacher
+    # logits cache is keyed by
+    elsewhere = tmp_path / "moved"
+    shutil.copytree(first.directory.parent, elsewhere / "cache")
+    moved = augment_train(train, task, aug_cfg(ws, elsewhere), progress=False)
+    assert second.dataset._fingerprint == first.dataset._fingerprint == moved.dataset._fingerprint
     with pytest.raises(AssertionError, match="no model should load"):
         augment_train(train, task, aug_cfg(ws, tmp_path, copies=3), progress=False)
     monkeypatch.undo()
     third = augment_train(train, task, aug_cfg(ws, tmp_path, copies=3), progress=False)
-    assert third.directory != first.directory
+    assert third.directory != first.directory and third.dataset._fingerprint != first.dataset._fingerprint
 
 
 KILLER = """
