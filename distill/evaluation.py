@@ -26,3 +26,19 @@ def evaluate(model: nn.Module, loader: DataLoader, metrics: list[str], device=No
     model.train(was_training)
     y, p = torch.cat(labels).numpy(), torch.cat(preds).numpy()
     return {name: float(METRIC_FUNCTIONS[name](y, p)) for name in metrics}
+
+
+def soft_target_stats(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """How much a teacher's targets say beyond the labels: its accuracy against them, its mean top
+    probability, the mean entropy of softmax(z_T) in nats (ln c: uniform over c classes) and the share of
+    targets whose top probability is at least 0.99 (as good as one-hot). logits: [n, c], labels: [n]."""
+    p = logits.float().softmax(-1)
+    top = p.max(-1).values
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
+    return {
+        "examples": len(labels),
+        "teacher_accuracy": (p.argmax(-1) == labels).float().mean().item(),
+        "mean_top_probability": top.mean().item(),
+        "mean_entropy_nats": entropy.mean().item(),
+        "share_top_probability_ge_0.99": (top >= 0.99).float().mean().item(),
+    }

@@ -3,8 +3,8 @@
 # training of the same student from the same initialisation (a slice of the fine-tuned teacher), same
 # steps, two seeds. Checkpoints are picked on a holdout of train; dev is reported untouched.
 # Usage: bash scripts/sst2_compare.sh [SST-2 directory, default ../shared/data/sst2]; RUNS (default
-# runs/sst2_compare), STEPS (1200), TEACHER_STEPS (800); STUDENT_ARGS: space-separated overrides for every
-# student run (e.g. STUDENT_ARGS="student.num_layers=2"). Then: python -m distill report --compare $RUNS
+# runs/sst2_compare), STEPS (1200), TEACHER_STEPS (800), SEEDS ("1 2"); STUDENT_ARGS: space-separated overrides
+# for every student run (e.g. STUDENT_ARGS="student.num_layers=2"). Then: python -m distill report --compare $RUNS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data/sst2}
@@ -18,7 +18,7 @@ common=(task=sst2 "task.data_dir=$DATA" "runs_root=$RUNS" train.threads=2 train.
 # VARIANTS: which rows (default the first three). A row name ending in _from_pretrained is that row with the
 # student's layers, embeddings and pooler from the pretrained teacher (teacher.name_or_path, DistilBERT's
 # start) instead of the fine-tuned one; its classifier starts at random
-for seed in 1 2; do
+for seed in ${SEEDS:-1 2}; do
   for variant in ${VARIANTS:-distilled hard_labels intermediate_then_prediction}; do
     start=()
     [[ $variant == *_from_pretrained ]] && start=(stage.init.source=pretrained)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from distill.evaluation import evaluate
+from distill.evaluation import evaluate, soft_target_stats
 
 LABELS = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, 0, 1]
 PREDS = [1, 0, 0, 1, 1, 0, 1, 0, 1, 0, 0, 1, 1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 0]
@@ -50,3 +50,16 @@ def test_every_allowed_value_in_the_schema_has_an_implementation():
 
     assert set(METRIC_FUNCTIONS) == set(METRICS)
     assert set(SCHEDULERS) <= {s.value for s in SchedulerType}
+
+
+def test_soft_target_stats_equal_the_hand_computed_values():
+    # a uniform target (right by argmax: ties go to class 0), a confident wrong one, a confident right one
+    logits = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    stats = soft_target_stats(logits, torch.tensor([0, 1, 1]))
+    sure = 1 / (1 + math.exp(-10))  # softmax top probability at a margin of 10
+    sure_entropy = -(sure * math.log(sure) + (1 - sure) * math.log(1 - sure))
+    assert stats["examples"] == 3
+    assert stats["teacher_accuracy"] == pytest.approx(2 / 3)
+    assert stats["mean_top_probability"] == pytest.approx((0.5 + 2 * sure) / 3)
+    assert stats["mean_entropy_nats"] == pytest.approx((math.log(2) + 2 * sure_entropy) / 3, rel=1e-5)
+    assert stats["share_top_probability_ge_0.99"] == pytest.approx(2 / 3)
