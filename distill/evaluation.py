@@ -32,9 +32,10 @@ def soft_target_stats(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, f
     """How much a teacher's targets say beyond the labels: its accuracy against them, its mean top
     probability, the mean entropy of softmax(z_T) in nats (ln c: uniform over c classes) and the share of
     targets whose top probability is at least 0.99 (as good as one-hot). logits: [n, c], labels: [n]."""
-    p = logits.float().softmax(-1)
+    targets = torch.distributions.Categorical(logits=logits.float())
+    p = targets.probs
     top = p.max(-1).values
-    entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
+    entropy = targets.entropy()
     return {
         "examples": len(labels),
         "teacher_accuracy": (p.argmax(-1) == labels).float().mean().item(),
