@@ -46,14 +46,14 @@ from transformers import DataCollatorWithPadding, get_scheduler
 from distill.attention import use_score_attention
 from distill.bench import text_table
 from distill.config import LossWeights  # also registers the config schema compose_config reads
-from distill.data import load_corpus, load_task_splits, path_identity, tokenize_task, train_loader
+from distill.data import cache_root, load_corpus, load_task_splits, path_identity, tokenize_task, train_loader
 from distill.files import write_json
 from distill.hf import load_model, load_tokenizer, resolve_path
 from distill.layer_map import LayerMap
 from distill.objective import Objective
 from distill.student import build_student
 from distill.teacher import FrozenTeacher
-from distill.teacher_cache import cache_root, teacher_for_phases
+from distill.teacher_cache import teacher_for_phases
 from distill.trainer import _optimizer, rss_mb, train_step
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")

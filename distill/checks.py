@@ -17,6 +17,7 @@ from distill.config import (
     EVAL_SPLITS,
     GENERAL_STUDENT_AUTO,
     HEAD_REDUCTIONS,
+    HOLDOUT_BY,
     INIT_CHOICES,
     LOSS_BALANCE,
     MAPPED_TERMS,
@@ -101,6 +102,11 @@ def init_problems(cfg: Config) -> list[str]:
             and not (Path(general) / "config.json").is_file():
         out.append(f"general_student={general} is not a saved model directory (no config.json); point it at a general "
                    f"stage's model/ directory, or use general_student={GENERAL_STUDENT_AUTO} or null")
+    if cfg.stage.name == "task" and (init.layers, init.embedding) == ("random", "random") and not init.albert_dir \
+            and general == GENERAL_STUDENT_AUTO and cfg.general_student_dir() is None:
+        out.append(f"stage=task would start a random student: there is no general student at {cfg.runs_root}/general/"
+                   f"{cfg.student.tag()}/model; run stage=general with this student first, set stage.init.layers=teacher "
+                   f"to start from the teacher's layers, or general_student=null for random weights on purpose")
     return out
 
 
@@ -190,6 +196,9 @@ def task_problems(cfg: Config) -> list[str]:
         out.append(f"task '{task.name}': set task.data_dir (a directory of data files), task.fetch or task.hub.name")
     if task.select_holdout < 1:
         out.append(f"task.select_holdout={task.select_holdout} must be >= 1 (training examples held out to pick the checkpoint)")
+    out += one_of("task.select_holdout_by", task.select_holdout_by, HOLDOUT_BY)
+    if task.select_holdout_by == "containment" and task.text_pair_field:
+        out.append("task.select_holdout_by=containment compares single texts; a pair task needs select_holdout_by=row")
     return out
 
 

@@ -6,6 +6,7 @@
   ``python -m distill bench train ...``: training throughput against the TinyBERT setup.
 - ``python -m distill export onnx <model dir> ...``: ONNX export, parity check, int8.
 - ``python -m distill report <runs dir> ...``: a sweep's table, CSV and Pareto plot.
+- ``python -m distill cache list|clear``: the teacher caches and their sizes; removing them.
 
 Every command reports errors the same way, here and only here: a ``DistillError`` prints one
 ``error: ...`` line per problem (no stack trace) and exits with its ``exit_code`` (2 bad input,
@@ -15,13 +16,14 @@ Every command reports errors the same way, here and only here: a ``DistillError`
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 
 from distill.errors import DistillError
 
 # subcommand -> module whose ``main(argv) -> int`` parses that subcommand's arguments
-TOOLS = {"bench": "distill.bench", "export": "distill.export", "report": "distill.report"}
+TOOLS = {"bench": "distill.bench", "cache": "distill.caches", "export": "distill.export", "report": "distill.report"}
 
 
 def report_error(err: DistillError) -> int:
@@ -43,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in TOOLS:
         tool = importlib.import_module(TOOLS[argv[0]])
         return exit_code(lambda: tool.main(argv[1:]))
-    from distill.__main__ import stage_main  # reports its errors with report_error (inside Hydra's job)
+    from distill.__main__ import stage_command  # reports its errors with report_error (inside Hydra's job)
 
     sys.argv = [sys.argv[0], *argv]  # Hydra reads its overrides from sys.argv
-    return exit_code(stage_main)
+    # Hydra raises what it cannot compose instead of printing a traceback and exiting 1: stage_command makes it one line
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    return exit_code(lambda: stage_command([a for a in argv if not a.startswith("-")]))

@@ -17,6 +17,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+HOLDOUT_BY = ("row", "containment")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 METRICS = ("accuracy", "f1", "matthews")
 PACKING = ("pairs", "plain", "lines")
@@ -183,6 +184,10 @@ class TaskConfig:
     # when null, `select_holdout` training examples pick it and dev is reported untouched
     test_file: str | None = None
     select_holdout: int = 1000
+    # how the holdout is drawn: 'row' (any rows), or 'containment' for tasks whose rows are phrases of the
+    # same sentences (SST-2): whole sentences are held out and their phrases dropped from training, so
+    # no held-out text is inside a training text or contains one (distill.data.containment_holdout)
+    select_holdout_by: str = "row"
     # for files without a header row: the column names, in order
     column_names: list[str] | None = None
     encoding: str = "utf-8"
@@ -373,6 +378,9 @@ class Config:
     # continue a killed run from its last complete checkpoint: true (this run_dir's checkpoints)
     # or a checkpoint directory; with no checkpoint yet, true starts from scratch
     resume: Any = False
+    # config keys a resume may change although they can change the numbers (e.g. [train.threads]: another
+    # thread count changes CPU float results, so the resumed run is no longer bit-identical)
+    resume_accept: list[str] = field(default_factory=list)
 
     def general_student_dir(self) -> Path | None:
         """The general student the task stage reads: an explicit path as given (checked to exist), or

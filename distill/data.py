@@ -29,6 +29,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from distill.assets import fetch
 from distill.config import CorpusConfig, TaskConfig
 from distill.errors import ConfigError
+from distill.files import write_json
 
 READERS = {
     # GLUE TSVs hold raw quotes: read them as plain tab-separated fields
@@ -144,21 +145,65 @@ def read_texts(path: str | Path, text_field: str = "sentence") -> list[str]:
 NOT_MODEL_FILES = ("*.onnx", "*.onnx.data", "README.md")
 
 
-def path_identity(path: str | None):
-    """What identifies a model directory or file for a cache: its files' names, sizes and modification times.
+def cache_root() -> Path:
+    """distill's caches (teacher layers, file hashes), beside the datasets cache where the tokenized data and the
+    cached logits live; ``python -m distill cache list|clear`` shows and removes them."""
+    import datasets
 
-    Not the path itself: a teacher reached through a symlink or a moved run directory keeps its cached
-    logits and layers; a copy (new modification times) or a retrained teacher gets new ones, an ONNX
-    export beside it (``NOT_MODEL_FILES``) does not. A name that is not a local path (a hub id) is its
-    own identity."""
+    return Path(datasets.config.HF_DATASETS_CACHE) / "distill"
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's content, kept in ``<cache_root>/file_hashes.json`` by (path, size, mtime, ctime,
+    inode): computed once per file version. Any write changes ctime, so a file rewritten with the same size and
+    mtime is hashed again."""
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+    memo_file = cache_root() / "file_hashes.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    if key not in memo:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        memo[key] = digest.hexdigest()
+        try:
+            write_json(memo_file, memo)
+        except OSError:  # a read-only cache still identifies; it only hashes again next time
+            pass
+    return memo[key]
+
+
+def path_identity(path: str | None):
+    """What identifies a model directory or file for a cache: its files' names and content hashes.
+
+    Not the path itself: a teacher reached through a symlink, moved or copied keeps its cached logits and
+    layers; a retrained teacher gets new ones (even with the same sizes and modification times), an ONNX
+    export beside it (``NOT_MODEL_FILES``) does not. A hub name is identified by the revision it resolves to in
+    the local hub cache (its snapshot's files), or by the name alone when it is not there."""
     if path is None:
         return None
     p = Path(path)
     if not p.exists():
-        return [str(path)]
+        p = _hub_snapshot(str(path))
+        if p is None:
+            return [str(path)]
     files = sorted(f for f in p.rglob("*") if f.is_file() and not any(fnmatch(f.name, g) for g in NOT_MODEL_FILES)) \
         if p.is_dir() else [p]
-    return [(str(f.relative_to(p) if p.is_dir() else f.name), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return [(str(f.relative_to(p) if p.is_dir() else f.name), file_sha256(f)) for f in files]
+
+
+def _hub_snapshot(name: str) -> Path | None:
+    """The local snapshot directory of a hub model (the revision ``from_pretrained`` loads), or None."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # not a hub id, or not downloaded: the name stands for itself
+        return None
 
 
 def task_source(task: TaskConfig) -> Path | None:
@@ -186,11 +231,56 @@ def holdout_size(task: TaskConfig, n_train: int) -> int:
     return max(1, min(task.select_holdout, n_train // 10))
 
 
-def _hold_out(train: Dataset, task: TaskConfig) -> tuple[Dataset, Dataset]:
-    """(train without the holdout, holdout): a fixed permutation (seed 0), the same for every run and seed."""
+def containment_holdout(texts: list[str], order, n: int) -> tuple[list[int], set[int]]:
+    """Held-out rows that no training row overlaps, for tasks whose rows are phrases cut from the same sentences
+    (SST-2's train split: 885 of 1,000 randomly held-out phrases occur inside a phrase left in training).
+
+    Walks ``order`` and holds out a row only when no longer row contains it (a whole sentence, not one of its
+    phrases), until ``n`` are held out; every row contained in a held-out one (its phrases, and copies of it)
+    is dropped from training. So no held-out text contains or is contained in a training text. Texts are
+    compared as lower-cased, whitespace-separated words. Returns (held-out rows, dropped rows)."""
+    words = [text.lower().split() for text in texts]
+    padded = [f" {' '.join(w)} " for w in words]
+    by_text: dict[str, list[int]] = {}
+    rows_with: dict[str, list[int]] = {}
+    for i, w in enumerate(words):
+        by_text.setdefault(" ".join(w), []).append(i)
+        for word in set(w):
+            rows_with.setdefault(word, []).append(i)
+
+    def inside_a_longer_row(i: int) -> bool:
+        rarest = min(set(words[i]), key=lambda word: len(rows_with[word]))
+        return any(len(words[j]) > len(words[i]) and padded[i] in padded[j] for j in rows_with[rarest])
+
+    held: list[int] = []
+    dropped: set[int] = set()
+    for i in map(int, order):
+        if len(held) == n:
+            break
+        if not words[i] or i in dropped or inside_a_longer_row(i):
+            continue
+        held.append(i)
+        w = words[i]
+        for a in range(len(w)):
+            for b in range(a + 1, len(w) + 1):
+                dropped.update(by_text.get(" ".join(w[a:b]), ()))
+    return held, dropped - set(held)
+
+
+def _hold_out(train: Dataset, task: TaskConfig) -> tuple[Dataset, Dataset, dict]:
+    """(train without the holdout, holdout, what was held out): from a fixed permutation (seed 0), the same for
+    every run and seed; ``task.select_holdout_by=containment`` holds out whole sentences and drops their
+    phrases from training (``containment_holdout``)."""
     n = holdout_size(task, len(train))
     order = np.random.default_rng(0).permutation(len(train))
-    return train.select(np.sort(order[n:])), train.select(np.sort(order[:n]))
+    if task.select_holdout_by == "row":
+        held, dropped = order[:n], set()
+    else:
+        held, dropped = containment_holdout(train[task.text_field], order, n)
+    out = set(map(int, held)) | dropped
+    kept = [i for i in range(len(train)) if i not in out]
+    record = {"by": task.select_holdout_by, "held_out": len(held), "train_rows_dropped": len(dropped)}
+    return train.select(kept), train.select(sorted(map(int, held))), record
 
 
 def load_task(task: TaskConfig) -> DatasetDict:
@@ -230,11 +320,17 @@ def load_task(task: TaskConfig) -> DatasetDict:
 def load_task_splits(task: TaskConfig) -> DatasetDict:
     """What training and evaluation read: ``train``, ``select`` (picks the kept checkpoint) and
     ``report`` (the headline; chose nothing), as ``evaluation_plan`` says."""
-    splits = load_task(task)
-    if evaluation_plan(task)["report"] == "test":
-        return DatasetDict(train=splits["train"], select=splits["dev"], report=splits["test"])
-    train, holdout = _hold_out(splits["train"], task)
-    return DatasetDict(train=train, select=holdout, report=splits["dev"])
+    return task_splits_and_plan(task)[0]
+
+
+def task_splits_and_plan(task: TaskConfig) -> tuple[DatasetDict, dict]:
+    """``load_task_splits`` and the evaluation plan as it came out, for metrics.json: ``evaluation_plan`` plus,
+    with a training holdout, how many rows were held out and how many training rows were dropped to keep it clean."""
+    splits, plan = load_task(task), evaluation_plan(task)
+    if plan["report"] == "test":
+        return DatasetDict(train=splits["train"], select=splits["dev"], report=splits["test"]), plan
+    train, holdout, record = _hold_out(splits["train"], task)
+    return DatasetDict(train=train, select=holdout, report=splits["dev"]), plan | {"holdout": record}
 
 
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:

@@ -26,6 +26,10 @@ class FetchError(DistillError):
     """An offline asset could not be fetched from the package registry."""
 
 
+class DiskSpaceError(DistillError):
+    """Not enough free disk for a cache that is about to be written; nothing was written."""
+
+
 class ExportError(DistillError):
     """ONNX export, quantisation or benchmarking could not be done (missing extra, bad model directory, parity)."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,9 +26,11 @@ from distill.trainer import MetricsLog, TrainContext
 log = logging.getLogger("distill")
 
 
-RUN_FILES = ("config.yaml", "metrics.json", "log.jsonl", "model", "checkpoints", "tensorboard")
+RUN_FILES = ("config.yaml", "metrics.json", "log.jsonl", "model", "checkpoints", "tensorboard", "bench.json")
 # keys a resumed run may change: how it runs, not what it computes
-RESUME_FREE = ("resume", "overwrite", "train.progress", "train.threads")
+RESUME_FREE = ("resume", "overwrite", "resume_accept", "train.progress")
+# overwrite=true moves the finished run here, and deletes it only once the new run has finished
+PREVIOUS = ".previous"
 
 
 @dataclass
@@ -65,13 +68,51 @@ def _flat(d: dict, prefix: str = "") -> dict:
 def _check_same_config(run_dir: Path, cfg: Config) -> None:
     saved = _flat(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))
     now = _flat(OmegaConf.to_container(OmegaConf.create(cfg)))
-    differ = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k) and not k.startswith(RESUME_FREE)]
+    differ = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k) and not k.startswith(RESUME_FREE)
+              and k not in cfg.resume_accept]
     if differ:
         shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differ[:3])
         raise ConfigError(
-            f"resume: the config differs from the run being resumed ({shown}); resume with the same settings "
-            "or start a new run_dir"
+            f"resume: the config differs from the run being resumed ({shown}); resume with the same settings, "
+            f"start a new run_dir, or accept the change (it can change the numbers: train.threads changes CPU float "
+            f"results) with 'resume_accept=[{differ[0]}]'"
         )
+
+
+def _set_aside(run_dir: Path) -> None:
+    """overwrite=true: move the run in ``run_dir`` into ``run_dir/.previous`` (renames, nothing copied) instead of
+    deleting it. An unfinished run's files are deleted instead when a finished one is already set aside."""
+    previous = run_dir / PREVIOUS
+    keep = not previous.exists()
+    previous.mkdir(exist_ok=True)
+    for name in RUN_FILES:
+        target = run_dir / name
+        if not target.exists():
+            continue
+        if keep:
+            os.replace(target, previous / name)
+        else:
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    if keep:
+        log.info("overwrite=true: the previous run is kept in %s until this one finishes", previous)
+
+
+def restore_previous(run_dir: str | Path) -> bool:
+    """Put a run set aside by overwrite=true back when the run that replaced it died before its first checkpoint
+    (an error, Ctrl-C, or a kill: then the next command in this run_dir restores it). Returns whether it did."""
+    run_dir = Path(run_dir)
+    previous = run_dir / PREVIOUS
+    if not previous.is_dir() or (run_dir / "metrics.json").exists() or Checkpoints(run_dir / "checkpoints", 1).latest():
+        return False
+    for name in RUN_FILES:
+        target = run_dir / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        if (previous / name).exists():
+            os.replace(previous / name, target)
+    shutil.rmtree(previous)
+    log.warning("restored the run in %s: the run that was to replace it (overwrite=true) stopped before its first "
+                "checkpoint", run_dir)
+    return True
 
 
 def start(cfg: Config) -> Run:
@@ -80,6 +121,7 @@ def start(cfg: Config) -> Run:
     every check has passed."""
     checked = check(cfg)
     run_dir = Path(cfg.run_dir)
+    restore_previous(run_dir)
     checkpoints = Checkpoints(run_dir / "checkpoints", cfg.train.keep_checkpoints)
     existing = [name for name in RUN_FILES if (run_dir / name).exists()]
     resume_from = Path(str(cfg.resume)) if not isinstance(cfg.resume, bool) else checkpoints.latest() if cfg.resume else None
@@ -93,7 +135,9 @@ def start(cfg: Config) -> Run:
             f"run_dir {run_dir} holds an unfinished run (last checkpoint: {last.name if last else 'none'}); "
             "pass resume=true to continue it or overwrite=true to start over"
         )
-    if cfg.overwrite or (existing and resume_from is None):
+    if cfg.overwrite and existing:
+        _set_aside(run_dir)
+    elif existing and resume_from is None:
         for name in RUN_FILES:
             target = run_dir / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
@@ -132,6 +176,7 @@ def finish(run: Run, metrics: dict) -> dict:
     """Write ``metrics.json`` (whole or not at all); print the run directory as the last line."""
     if run.accelerator.is_main_process:
         write_json(run.dir / "metrics.json", metrics)
+        shutil.rmtree(run.dir / PREVIOUS, ignore_errors=True)  # the new run is whole: the old one can go
         print(f"run_dir: {run.dir}", flush=True)
     return metrics
 
@@ -164,12 +209,14 @@ def held_out_eval(best: BestCheckpoint, evaluate: Callable[[str], dict], last_st
     """Pick the kept model on the 'select' split, then score it on the 'report' split, which chose nothing.
 
     ``evaluate(split)``: metrics of the current model on 'select' or 'report'; ``plan``:
-    ``distill.data.evaluation_plan``; ``role``: 'student' or 'teacher'. Returns the ``metrics.json``
+    ``distill.data.task_splits_and_plan``'s; ``role``: 'student' or 'teacher'. Returns the ``metrics.json``
     ``eval`` entries: which split selected and which is reported, ``<role>`` (reported) and ``<role>_select``."""
     if best.best is None:  # no phase selects: keep the final model
         best(evaluate("select"), last_step)
     best.restore()
-    return {"selected_on": plan["select"], "reported_on": plan["report"], role: evaluate("report"), f"{role}_select": best.best}
+    held = {"holdout": plan["holdout"]} if "holdout" in plan else {}
+    return {"selected_on": plan["select"], "reported_on": plan["report"], **held, role: evaluate("report"),
+            f"{role}_select": best.best}
 
 
 def summary(cfg: Config, phases: list[dict], params: dict[str, int], extra: dict) -> dict:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from transformers import DataCollatorWithPadding
 
 from distill.attention import Intermediates
 from distill.config import TEACHER_TERMS
+from distill.errors import DiskSpaceError
 from distill.files import building_dir
 from distill.layer_map import LayerMap
 from distill.teacher import FrozenTeacher
@@ -38,13 +40,6 @@ log = logging.getLogger("distill")
 
 CACHE_VERSION = "1"  # bump when what is stored changes, to invalidate caches
 INDEX_COLUMN = "example_index"
-
-
-def cache_root() -> Path:
-    """Beside the datasets cache, where the tokenized data and the cached logits live."""
-    import datasets
-
-    return Path(datasets.config.HF_DATASETS_CACHE) / "distill"
 
 
 def mapped_layers(layer_map: LayerMap) -> tuple[list[int], list[int]]:
@@ -102,11 +97,47 @@ def build_layer_cache(ds, teacher: FrozenTeacher, tokenizer, identity, layer_map
     directory.parent.mkdir(parents=True, exist_ok=True)
     # one writer: the other processes of a multi-process run (or sweep members started together) wait, then read
     with FileLock(str(directory) + ".lock"):
-        if (directory / "meta.json").is_file():
+        problem = cache_problem(directory, identity) if directory.exists() else "absent"
+        if problem is None:
             log.info("teacher layers: reusing the cache at %s", directory)
-        elif not _write_layer_cache(ds, teacher, tokenizer, identity, layer_map, directory, max_gb, batch_size):
+        elif problem != "absent":
+            log.warning("teacher layers: rebuilding the cache at %s (%s)", directory, problem)
+            shutil.rmtree(directory)
+        if problem is not None and not _write_layer_cache(ds, teacher, tokenizer, identity, layer_map, directory, max_gb, batch_size):
             return None
     return ds, TeacherLayerCache(directory)
+
+
+def cache_problem(directory: Path, identity) -> str | None:
+    """Why a layer cache cannot be read (None when it can): no or unreadable meta.json, another teacher, another
+    version, or files missing or of the wrong size (a copy cut short, a disk that filled up)."""
+    try:
+        meta = json.loads((directory / "meta.json").read_text())
+        offsets = np.load(directory / "offsets.npy")
+    except (OSError, ValueError) as err:
+        return f"unreadable: {type(err).__name__}"
+    if meta.get("teacher") != str(identity) or meta.get("version") != CACHE_VERSION:
+        return "its meta.json names another teacher or version"
+    expected = {"hidden.f16": 2 * max(int(offsets[-1, 0]), 1) * len(meta["hidden_layers"]) * meta["width"],
+                "scores.f16": 2 * max(int(offsets[-1, 1]), 1)}
+    for name, size in expected.items():
+        actual = (directory / name).stat().st_size if (directory / name).is_file() else None
+        if actual != size:
+            return f"{name} has {actual} bytes, {size} expected"
+    return None
+
+
+def check_free_space(directory: Path, size: int) -> None:
+    """Refuse, in one line, to write ``size`` bytes where the disk has less free (np.memmap would die of SIGBUS
+    when the disk fills up, with no error)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    margin = 256 * 2**20
+    if size + margin > free:
+        raise DiskSpaceError(
+            f"teacher layers: the cache needs {size / 2**30:.2f} GB but {directory} has {free / 2**30:.2f} GB free; free "
+            f"space (python -m distill cache list|clear), set train.teacher_cache_max_gb below it (the teacher then runs "
+            f"live), or move the caches with HF_DATASETS_CACHE")
 
 
 def _write_layer_cache(ds, teacher: FrozenTeacher, tokenizer, identity, layer_map: LayerMap, directory: Path,
@@ -121,6 +152,7 @@ def _write_layer_cache(ds, teacher: FrozenTeacher, tokenizer, identity, layer_ma
         log.warning("teacher layers: a cache would take %.1f GB (> train.teacher_cache_max_gb=%s); the teacher runs "
                     "on every step instead", size / 2**30, max_gb)
         return False
+    check_free_space(directory.parent, size)
     log.warning("teacher layers: caching %d examples' mapped outputs (%.2f GB, float16) in %s",
                 len(ds), size / 2**30, directory)
     with building_dir(directory) as partial:  # whole or absent: an interrupted build is rebuilt

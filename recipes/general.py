@@ -16,14 +16,14 @@ import logging
 
 from distill import rundir
 from distill.checks import active_terms, has_mlm_head
-from distill.data import load_corpus, path_identity, train_loader
+from distill.data import cache_root, load_corpus, path_identity, train_loader
 from distill.hf import load_model, load_tokenizer, resolve_path
 from distill.objective import Objective, TokenMasker
 from distill.projections import ProjectionCarry
 from distill.student import build_student, parameter_counts
 from distill.student_init import initialise, student_shape
 from distill.teacher import FrozenTeacher
-from distill.teacher_cache import cache_root, teacher_for_phases, teacher_sources
+from distill.teacher_cache import teacher_for_phases, teacher_sources
 from distill.trainer import train
 
 log = logging.getLogger("distill")

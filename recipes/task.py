@@ -18,12 +18,10 @@ builds it once). Variants have no label: the teacher's logits are their targets.
 
 from __future__ import annotations
 
-import logging
-
 from distill import rundir
 from distill.augment import augment_train
 from distill.bench import benchmark
-from distill.data import eval_loader, evaluation_plan, load_task_splits, path_identity, tokenize_task, train_loader
+from distill.data import cache_root, eval_loader, path_identity, task_splits_and_plan, tokenize_task, train_loader
 from distill.evaluation import evaluate
 from distill.files import write_json
 from distill.hf import load_model, load_tokenizer
@@ -33,17 +31,14 @@ from distill.projections import ProjectionCarry
 from distill.student import build_student, load_albert_body, parameter_counts
 from distill.student_init import copy_teacher_head, initialise, student_shape
 from distill.teacher import FrozenTeacher
-from distill.teacher_cache import cache_root, teacher_for_phases, teacher_sources
+from distill.teacher_cache import teacher_for_phases, teacher_sources
 from distill.trainer import train
-
-log = logging.getLogger("distill")
-
 
 def run(cfg) -> dict:
     run = rundir.start(cfg)  # every check, before any data or model loads
     teacher_dir = cfg.teacher.finetuned
     tokenizer = load_tokenizer(teacher_dir, field="teacher.finetuned")
-    splits, augmented = load_data(cfg)  # a malformed file fails before any model is loaded
+    splits, plan, augmented = load_data(cfg)  # a malformed file fails before any model is loaded
     data = tokenize_task(splits, cfg.task, tokenizer)
     teacher = FrozenTeacher(load_model(teacher_dir, head="sequence_classification", trained_head=True,
                                        field="teacher.finetuned")).to(run.accelerator.device)
@@ -67,7 +62,7 @@ def run(cfg) -> dict:
         cfg.train, run.context(evaluate=lambda: score("select"), best=best), run.resume,
     )
 
-    evals = rundir.held_out_eval(best, score, results[-1]["steps"], evaluation_plan(cfg.task), role="student")
+    evals = rundir.held_out_eval(best, score, results[-1]["steps"], plan, role="student")
     evals |= {"teacher": score("report", teacher.model), "teacher_select": score("select", teacher.model)}
     speed = measure_speed(cfg, run, list(splits["report"][cfg.task.text_field])) \
         if cfg.bench.enabled and run.accelerator.is_main_process else {}
@@ -85,14 +80,14 @@ def run(cfg) -> dict:
 
 
 def load_data(cfg):
-    """The task's splits (``train``, ``select``, ``report``); with ``augment.enabled`` the training split plus its
-    augmentation (the evaluation splits stay as they are), and the augmentation's record."""
-    splits = load_task_splits(cfg.task)
+    """The task's splits (``train``, ``select``, ``report``) and the evaluation plan; with ``augment.enabled`` the
+    training split plus its augmentation (the evaluation splits stay as they are), and the augmentation's record."""
+    splits, plan = task_splits_and_plan(cfg.task)
     augmented = None
     if cfg.augment.enabled:
         augmented = augment_train(splits["train"], cfg.task, cfg.augment, progress=cfg.train.progress)
         splits["train"] = augmented.dataset
-    return splits, augmented
+    return splits, plan, augmented
 
 
 def scorer(cfg, run, data, tokenizer, student):
@@ -124,12 +119,6 @@ def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map):
             copy_teacher_head(student, teacher.model)
             done["head"] = "teacher"
         return student, done
-    if init.layers == "random" and init.embedding == "random" and not init.albert_dir and cfg.general_student:
-        log.warning(
-            "no general student at %s/general/%s/model and stage.init.layers=random: starting from a random student "
-            "(run `python -m distill stage=general` with the same student shape first, set stage.init.layers=teacher, "
-            "or general_student=null to start from random weights on purpose)", cfg.runs_root, cfg.student.tag(),
-        )
     return student, {"teacher": str(source.name_or_path), "source": init.source,
                      **initialise(student, source, init, layer_map, len(tokenizer))}
 

@@ -222,12 +222,51 @@ def test_general_student_auto_reads_the_general_stage_of_this_shape(ws, tmp_path
     from distill.checks import check
 
     cfg = OmegaConf.to_object(compose_cfg(ws, "stage=task", f"runs_root={tmp_path}", f"teacher.finetuned={ws / 'finetuned'}"))
-    assert cfg.general_student == "auto" and cfg.general_student_dir() is None  # none yet: not an error
-    check(cfg)
+    assert cfg.general_student == "auto" and cfg.general_student_dir() is None
+    # none yet: the run would train a random student, so it stops and names the three ways on
+    with pytest.raises(ConfigError, match=r"^stage=task would start a random student: there is no general student at "
+                                          r".*/general/L2_H16_E8_A4_I20_shareall/model; run stage=general with this "
+                                          r"student first, set stage.init.layers=teacher to start from the teacher's "
+                                          r"layers, or general_student=null for random weights on purpose$"):
+        check(cfg)
+    for choice in ("general_student=null", "stage.init.layers=teacher", "stage.init.embedding=teacher"):
+        check(OmegaConf.to_object(compose_cfg(ws, "stage=task", f"runs_root={tmp_path}", choice, "student.hidden_size=32",
+                                              "student.embedding_size=32", "student.intermediate_size=37",
+                                              f"teacher.finetuned={ws / 'finetuned'}")))
     saved = tmp_path / "general" / cfg.student.tag() / "model"
     saved.mkdir(parents=True)
     (saved / "config.json").write_text("{}")
     assert cfg.general_student_dir() == saved
+    check(cfg)
+
+
+def test_the_random_start_refusal_comes_from_the_command_in_one_line(ws, tmp_path):
+    args = overrides(ws, "stage=task", f"teacher.finetuned={ws / 'finetuned'}", f"runs_root={tmp_path}")
+    result = cli(*args)
+    assert result.returncode == 2 and result.stderr.startswith("error: stage=task would start a random student")
+    assert len(result.stderr.strip().splitlines()) == 1
+    run_dir = tmp_path / "task" / "sst2" / "L2_H16_E8_A4_I20_shareall"
+    assert not [name for name in RUN_FILES if (run_dir / name).exists()]  # Hydra's .hydra/ aside, nothing
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stage.phases.max_steps=8", r"^error: stage.phases.max_steps=8: stage.phases is a list; index it "
+                                 r"\(stage.phases.0.max_steps=8 for the first\), or train.max_steps=8 for every phase$"),
+    ("train.batch_size=abc", r"^error: Error merging override train.batch_size=abc; Value 'abc' of type 'str' could not "
+                             r"be converted to Integer; python -m distill --cfg job shows every key and its type$"),
+    ("train.batchsize=8", r"^error: Could not override 'train.batchsize'; Key 'batchsize' not in 'TrainConfig'"),
+    ("task=sst3", r"^error: In 'config': Could not find 'task/sst3'; Available options in 'task': cola, mrpc, "
+                  r"rt_polarity, rte, sst2;"),
+])
+def test_an_override_hydra_cannot_apply_is_one_line_and_exit_2(override, message):
+    import re
+
+    for extra in ([], ["--cfg", "job"]):
+        result = cli(override, *extra)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and re.search(message, lines[0]), result.stderr
+        assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_cli_maps_every_distill_error_to_one_line_and_its_exit_code(capsys):

@@ -144,6 +144,60 @@ def test_corpus_packing_modes(tmp_path, tokenizer):
     assert n_tokens(lines) == 2 * 14  # one example per line, truncated to 16
 
 
+PHRASES = [
+    "the film is good",        # 0  a whole sentence
+    "film is good",            # 1  inside 0
+    "is good",                 # 2  inside 0, 1
+    "good",                    # 3  inside 0, 1, 2, 5
+    "a bad plot",              # 4  a whole sentence
+    "good acting , bad plot",  # 5  a whole sentence
+    "bad plot",                # 6  inside 4, 5
+    "The Film is good",        # 7  a copy of 0
+    "plot",                    # 8  inside 4, 5, 6
+    "dull",                    # 9  a whole sentence
+]
+
+
+def overlapping(held: list[str], train: list[str]) -> list[tuple[str, str]]:
+    """Brute force: pairs of a held-out and a training text, one inside the other (whole words, any case)."""
+    pad = lambda t: f" {t.lower()} "  # noqa: E731
+    return [(h, t) for h in held for t in train if pad(h) in pad(t) or pad(t) in pad(h)]
+
+
+@pytest.mark.parametrize("order, held, dropped", [
+    # "is good" is inside a longer phrase: skipped; the sentence 0 is held out with its phrases and its copy
+    ([2, 0, 9, 4, 5, 1, 3, 6, 7, 8], [0, 9], {1, 2, 3, 7}),
+    # "good" skipped; sentence 5 takes "good", "bad plot" and "plot" with it; 4 is whole too
+    ([3, 5, 4, 0, 1, 2, 6, 7, 8, 9], [5, 4], {3, 6, 8}),
+])
+def test_containment_holdout_holds_out_whole_sentences_and_drops_their_phrases(order, held, dropped):
+    from distill.data import containment_holdout
+
+    got_held, got_dropped = containment_holdout(PHRASES, order, 2)
+    assert (got_held, got_dropped) == (held, dropped)
+    kept = [t for i, t in enumerate(PHRASES) if i not in set(held) | dropped]
+    assert overlapping([PHRASES[i] for i in held], kept) == []
+    # a random holdout of the same size overlaps training (what the containment holdout is for)
+    assert overlapping([PHRASES[2], PHRASES[3]], [t for i, t in enumerate(PHRASES) if i not in (2, 3)])
+
+
+def test_containment_holdout_through_the_task_splits_is_clean_and_counted(tmp_path):
+    from distill.data import task_splits_and_plan
+
+    rows = [f"w{i} w{i + 1} w{i + 2}" for i in range(0, 300, 3)]  # 100 sentences of 3 words
+    rows += [" ".join(r.split()[:2]) for r in rows] + [r.split()[2] for r in rows]  # + two phrases of each
+    write(tmp_path / "train.tsv", "sentence\tlabel\n" + "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(rows)))
+    write(tmp_path / "dev.tsv", "sentence\tlabel\nw1\t0\nw2\t1\n")
+    splits, plan = task_splits_and_plan(task_for(tmp_path, select_holdout=20, select_holdout_by="containment"))
+    assert plan["holdout"] == {"by": "containment", "held_out": 20, "train_rows_dropped": 40}
+    assert len(splits["select"]) == 20 and len(splits["train"]) == 300 - 60
+    assert all(len(t.split()) == 3 for t in splits["select"]["sentence"])  # whole sentences only
+    assert overlapping(splits["select"]["sentence"], splits["train"]["sentence"]) == []
+    row_splits, row_plan = task_splits_and_plan(task_for(tmp_path, select_holdout=20))
+    assert row_plan["holdout"] == {"by": "row", "held_out": 20, "train_rows_dropped": 0}
+    assert overlapping(row_splits["select"]["sentence"], row_splits["train"]["sentence"])
+
+
 def test_selection_split_never_overlaps_the_reported_one(tmp_path):
     from distill.data import evaluation_plan, holdout_size, load_task_splits
 

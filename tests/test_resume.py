@@ -48,6 +48,18 @@ def replace(src, dst, *args, **kwargs):
 
 ckpt.Checkpoints.save = save
 files.os.replace = replace
+
+if mode in ("START", "INT_AT_START"):  # right after the run directory is claimed, before any data or model loads
+    import distill.rundir as rundir
+
+    original_start = rundir.start
+
+    def start(cfg):
+        run = original_start(cfg)
+        os.kill(os.getpid(), signal.SIGKILL if mode == "START" else signal.SIGINT)
+        return run
+
+    rundir.start = start
 '''
 
 
@@ -66,7 +78,7 @@ def args(root: Path, run_dir: Path, *extra: str) -> list[str]:
         "student.num_layers=2", "student.hidden_size=16", "student.embedding_size=8", "student.num_heads=4",
         "student.intermediate_size=20", "student.sharing=all", "student.max_position_embeddings=64",
         "train.batch_size=8", "train.max_steps=7", "train.checkpoint_every=3", "train.log_every=2",
-        "train.progress=false", "stage.phases.1.eval_every=2", "bench.enabled=false", *extra,
+        "train.progress=false", "stage.phases.1.eval_every=2", "bench.enabled=false", "general_student=null", *extra,
     ]
 
 
@@ -154,3 +166,38 @@ def test_resume_refuses_a_changed_config(setup):
     changed = cli(setup, run_dir, "resume=true", "stage.phases.0.lr=1e-3")
     assert changed.returncode == 2
     assert "resume: the config differs from the run being resumed (stage.phases" in changed.stderr
+
+
+def test_overwrite_keeps_the_finished_run_until_the_new_one_finishes(setup, reference):
+    run_dir = setup / "runs" / "overwritten"
+    assert cli(setup, run_dir).returncode == 0
+    assert_same(run_dir, reference)
+    # killed right after start: the finished run is set aside, not deleted...
+    killed = cli(setup, run_dir, "overwrite=true", kill=("START", 1))
+    assert killed.returncode == -signal.SIGKILL
+    assert (run_dir / ".previous" / "model" / "model.safetensors").is_file() and not (run_dir / "metrics.json").exists()
+    # ...and the next command in this run directory puts it back (so it is a finished run again)
+    refused = cli(setup, run_dir)
+    assert refused.returncode == 2 and "holds a finished run; pass overwrite=true" in refused.stderr
+    assert not (run_dir / ".previous").exists()
+    assert_same(run_dir, reference)
+    # Ctrl-C before the first checkpoint: restored at once
+    interrupted = cli(setup, run_dir, "overwrite=true", kill=("INT_AT_START", 1))
+    assert interrupted.returncode != 0 and not (run_dir / ".previous").exists()
+    assert_same(run_dir, reference)
+    # a replacement that finishes removes the old run
+    replaced = cli(setup, run_dir, "overwrite=true")
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert not (run_dir / ".previous").exists()
+    assert_same(run_dir, reference)
+
+
+def test_resume_refuses_another_thread_count_unless_accepted(setup, reference):
+    run_dir = setup / "runs" / "threads"
+    assert cli(setup, run_dir, "train.threads=1", kill=("KILL", 2)).returncode == -signal.SIGKILL
+    changed = cli(setup, run_dir, "resume=true", "train.threads=2")
+    assert changed.returncode == 2
+    assert "train.threads: 1 -> 2" in changed.stderr and "resume_accept=[train.threads]" in changed.stderr
+    accepted = cli(setup, run_dir, "resume=true", "train.threads=2", "resume_accept=[train.threads]")
+    assert accepted.returncode == 0, accepted.stderr[-3000:]
+    assert (run_dir / "metrics.json").is_file()

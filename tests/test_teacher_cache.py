@@ -20,6 +20,7 @@ from distill.teacher_cache import (
     CachedTeacher,
     build_layer_cache,
     cache_bytes,
+    cache_problem,
     mapped_layers,
     teacher_for_phases,
 )
@@ -152,3 +153,87 @@ def test_the_benchmarks_reference_loss_matches_the_objective_on_differently_padd
     difference = loss_difference(objective, teacher, padded_batch, fixed)
     assert set(difference) == {*weights.active(), "total"}
     assert max(difference.values()) < 1e-5, difference
+
+
+def test_a_teacher_rewritten_with_the_same_size_and_mtime_gets_a_new_cache(teacher, tokenizer, padded_batch, tmp_path,
+                                                                           monkeypatch):
+    """The cache identity is the files' content: a retrained teacher whose weights file has the same size and
+    modification time as before (copied back with its times, say) does not read the old teacher's outputs."""
+    import datasets
+
+    from distill.data import path_identity
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf"))  # the hash memo goes here
+    model = tmp_path / "teacher"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 4}')
+    (model / "model.safetensors").write_bytes(b"weights A")
+    stat = (model / "model.safetensors").stat()
+    before = path_identity(str(model))
+    assert path_identity(str(model)) == before  # and read back from the memo
+    (model / "model.safetensors").write_bytes(b"weights B")
+    os.utime(model / "model.safetensors", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert (model / "model.safetensors").stat().st_size == stat.st_size
+    assert (model / "model.safetensors").stat().st_mtime_ns == stat.st_mtime_ns
+    after = path_identity(str(model))
+    assert after != before
+    layer_map = LayerMap([1, 3], 2, 4)
+    old = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, before, layer_map, tmp_path, 1.0)[1].directory
+    new = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, after, layer_map, tmp_path, 1.0)[1].directory
+    assert old != new
+
+
+@pytest.mark.parametrize("damage", ["truncated", "meta"])
+def test_a_damaged_cache_is_rebuilt_not_read(teacher, tokenizer, padded_batch, tmp_path, damage):
+    import json
+
+    layer_map = LayerMap([1, 3], 2, 4)
+    ds, cache = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", layer_map, tmp_path, 1.0)
+    directory = cache.directory
+    good = {name: (directory / name).read_bytes() for name in ("hidden.f16", "scores.f16")}
+    if damage == "truncated":  # a copy cut short, or a disk that filled up
+        (directory / "hidden.f16").write_bytes(good["hidden.f16"][:10])
+    else:  # written by another teacher under the same key (or by hand)
+        meta = json.loads((directory / "meta.json").read_text())
+        (directory / "meta.json").write_text(json.dumps({**meta, "teacher": "another"}))
+    assert cache_problem(directory, "t") is not None
+    _, rebuilt = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", layer_map, tmp_path, 1.0)
+    assert rebuilt.directory == directory and cache_problem(directory, "t") is None
+    assert {name: (directory / name).read_bytes() for name in good} == good
+
+
+def test_a_cache_larger_than_the_free_disk_is_refused_before_writing(teacher, tokenizer, padded_batch, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from distill.errors import DiskSpaceError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))
+    with pytest.raises(DiskSpaceError, match=r"teacher layers: the cache needs 0.00 GB but .* has 0.00 GB free; free space "
+                                             r"\(python -m distill cache list\|clear\)"):
+        build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", LayerMap([1, 3], 2, 4), tmp_path, 1.0)
+    assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")]  # nothing written
+
+
+def test_cache_list_and_clear(teacher, tokenizer, padded_batch, tmp_path, monkeypatch, capsys):
+    import datasets
+
+    from distill.caches import main as cache
+    from distill.errors import ConfigError
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path))
+    root = tmp_path / "distill"
+    for map_ in ([1, 3], [2, 4]):
+        build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", LayerMap(map_, 2, 4), root, 1.0)
+    names = sorted(p.name for p in root.iterdir() if p.name.startswith("teacher_layers-") and not p.name.endswith(".lock"))
+    assert cache(["list"]) == 0
+    listed = capsys.readouterr().out
+    sizes = {n: sum(f.stat().st_size for f in (root / n).rglob("*")) for n in names}
+    for name in names:
+        assert f"{sizes[name] / 2**20:10.1f} MiB" in listed and name in listed and "4 examples" in listed
+    assert f"in 2 caches under {root}" in listed
+    with pytest.raises(ConfigError, match="no cache named nope"):
+        cache(["clear", "nope"])
+    assert cache(["clear", names[0]]) == 0 and not (root / names[0]).exists() and (root / names[1]).exists()
+    assert cache(["clear", "--all"]) == 0 and not (root / names[1]).exists()
