@@ -3,7 +3,7 @@
 (``python -m distill bench train ...`` measures training steps instead: distill/bench_train.py.)
 
 ``python -m distill bench <model_dir> [<model_dir> ...] [--dev-tsv PATH | --length N] [--threads 2]
-[--repeats 20] [--onnx] [--json out.json]``
+[--repeats 20] [--rounds 3] [--onnx] [--json out.json]``
 
 The first model is the reference: every other model's speed-up is the
 reference's median latency over its own, on the same engine and batch size,
@@ -18,8 +18,11 @@ call (teacher batch i, student batch i, teacher batch i+1, ...), so a change in
 the machine's speed during the run (CPU frequency, another process) falls on
 all of them alike instead of on whichever model was measured at the time: on
 a 2-core machine, timing one model after the other gave the same student
-shape 4.7x and 2.5x at batch 1 in two runs. Throughput: batch size / median
-latency. FLOPs per example: ``torch.utils.flop_counter.FlopCounterMode`` over a
+shape 4.7x and 2.5x at batch 1 in two runs. All of that is done ``rounds``
+times (3): each round gives a speed-up, and ``speedup`` is their median, with
+``speedup_min`` / ``speedup_max`` the spread (single runs of the same shape
+differed by 20-40%; a target compares the median). Latency figures are the
+median of the rounds' medians. Throughput: batch size / median latency. FLOPs per example: ``torch.utils.flop_counter.FlopCounterMode`` over a
 batch-1 forward with eager attention (the CPU fused attention kernel is not
 counted by it), averaged over the batch-1 inputs. It counts matrix products
 only: per layer 2(4H^2 + 2HI)T for the projections and feed-forward plus
@@ -62,6 +65,7 @@ from distill.student import parameter_counts
 
 BATCH_SIZES = (1, 32)
 WARMUP = 3
+ROUNDS = 3
 SEED = 0
 
 
@@ -114,12 +118,16 @@ def interleaved_timings(runs: list, batches: list[list[dict[str, np.ndarray]]]) 
     return times
 
 
-def summarize(seconds: list[float], batches: list[dict[str, np.ndarray]], batch_size: int) -> dict:
-    median = statistics.median(seconds)
+def summarize(rounds: list[list[float]], batches: list[dict[str, np.ndarray]], batch_size: int) -> dict:
+    """Latency of one model, engine and batch size from each round's timed calls: the median of the rounds'
+    medians (and p90s), with each round's median kept for the speed-ups."""
+    medians = [statistics.median(seconds) for seconds in rounds]
+    median = statistics.median(medians)
     return {
         "batch_size": batch_size,
         "median_ms": 1000 * median,
-        "p90_ms": 1000 * float(np.percentile(seconds, 90)),
+        "p90_ms": 1000 * statistics.median(float(np.percentile(seconds, 90)) for seconds in rounds),
+        "round_median_ms": [1000 * m for m in medians],
         "sentences_per_s": batch_size / median,
         "padded_length": float(np.mean([b["input_ids"].shape[1] for b in batches[WARMUP:]])),
     }
@@ -190,36 +198,41 @@ def prepare(model_dir: str, texts, length, threads: int, repeats: int, onnx: boo
     return Prepared(info, inputs, engines)
 
 
-def timing_rows(models: list[Prepared]) -> list[dict]:
-    """One row per model, engine and batch size; the models that have an engine are timed together."""
+def timing_rows(models: list[Prepared], rounds: int = ROUNDS) -> list[dict]:
+    """One row per model, engine and batch size; the models that have an engine are timed together, ``rounds``
+    times over (each round interleaved call by call, the rounds one after another)."""
     rows: dict[int, list[dict]] = {id(m): [] for m in models}  # grouped by model, in the order given
     for engine in dict.fromkeys(e for m in models for e in m.engines):
         having = [m for m in models if engine in m.engines]
         for b in BATCH_SIZES:
-            times = interleaved_timings([m.engines[engine] for m in having], [m.inputs[b] for m in having])
-            for m, seconds in zip(having, times):
+            per_round = [interleaved_timings([m.engines[engine] for m in having], [m.inputs[b] for m in having])
+                         for _ in range(rounds)]
+            for k, m in enumerate(having):
                 rows[id(m)].append({"model": m.info["label"], "model_dir": m.info["model_dir"], "engine": engine,
-                                    **summarize(seconds, m.inputs[b], b)})
+                                    **summarize([times[k] for times in per_round], m.inputs[b], b)})
     return [row for model_rows in rows.values() for row in model_rows]
 
 
 def add_speedups(rows: list[dict], reference: str) -> None:
-    """speedup = reference model's median latency / this row's, same engine and batch size (None if the reference lacks it)."""
-    ref = {(r["engine"], r["batch_size"]): r["median_ms"] for r in rows if r["model_dir"] == reference}
+    """Per round, the reference model's median latency / this row's, same engine and batch size; ``speedup`` is
+    the median over the rounds, ``speedup_min`` / ``speedup_max`` their spread (None if the reference lacks it)."""
+    ref = {(r["engine"], r["batch_size"]): r["round_median_ms"] for r in rows if r["model_dir"] == reference}
     for r in rows:
         base = ref.get((r["engine"], r["batch_size"]))
-        r["speedup"] = base / r["median_ms"] if base else None
+        ratios = [b / m for b, m in zip(base, r["round_median_ms"])] if base else None
+        r["speedup"] = statistics.median(ratios) if ratios else None
+        r["speedup_min"], r["speedup_max"] = (min(ratios), max(ratios)) if ratios else (None, None)
 
 
 def benchmark(model_dirs: list[str], texts: list[str] | None = None, length: int | None = None, threads: int = 2,
-              repeats: int = 20, onnx: bool = False) -> dict:
+              repeats: int = 20, onnx: bool = False, rounds: int = ROUNDS) -> dict:
     """Measure every model in one process; the first is the speed-up reference. Returns what ``--json`` writes."""
     if not model_dirs:
         raise ExportError("no model directory given; pass at least one saved model directory")
     if (texts is None) == (length is None):
         raise ExportError("pass either texts (--dev-tsv) or a fixed length (--length), not both or neither")
-    if repeats < 1 or threads < 1:
-        raise ExportError(f"--repeats {repeats} and --threads {threads} must be >= 1")
+    if repeats < 1 or threads < 1 or rounds < 1:
+        raise ExportError(f"--repeats {repeats}, --rounds {rounds} and --threads {threads} must be >= 1")
     for d in model_dirs:
         check_model_dir(d)  # fail before measuring anything
     if onnx:
@@ -227,11 +240,12 @@ def benchmark(model_dirs: list[str], texts: list[str] | None = None, length: int
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="distill-bench-") as scratch:
         prepared = [prepare(d, texts, length, threads, repeats, onnx, Path(scratch) / str(i)) for i, d in enumerate(model_dirs)]
-        rows = timing_rows(prepared)
+        rows = timing_rows(prepared, rounds)
     models = [m.info for m in prepared]
     add_speedups(rows, models[0]["model_dir"])
     return {
-        "threads": threads, "torch_threads": torch.get_num_threads(), "repeats": repeats, "warmup": WARMUP,
+        "threads": threads, "torch_threads": torch.get_num_threads(), "repeats": repeats, "rounds": rounds,
+        "warmup": WARMUP,
         "inputs": "dev sentences" if texts is not None else f"fixed length {length}", "length": length,
         "reference": models[0]["model_dir"], "torch_version": torch.__version__,
         "onnxruntime_version": _ort_version() if onnx else None, "models": models, "results": rows,
@@ -258,13 +272,15 @@ def format_report(report: dict) -> str:
          for m in report["models"]],
     )
     speed = text_table(
-        ("model", "engine", "batch", "padded len", "median ms", "p90 ms", "sentences/s", "speed-up"),
+        ("model", "engine", "batch", "padded len", "median ms", "p90 ms", "sentences/s", "speed-up (min-max)"),
         [(r["model"], r["engine"], str(r["batch_size"]), f"{r['padded_length']:.1f}", f"{r['median_ms']:.2f}",
-          f"{r['p90_ms']:.2f}", f"{r['sentences_per_s']:.1f}", f"{r['speedup']:.2f}x" if r["speedup"] else "-")
+          f"{r['p90_ms']:.2f}", f"{r['sentences_per_s']:.1f}",
+          f"{r['speedup']:.2f}x ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})" if r["speedup"] else "-")
          for r in report["results"]],
     )
     head = (f"threads: torch {report['torch_threads']}, onnxruntime intra-op {report['threads']}; inputs: {report['inputs']}; "
-            f"{report['warmup']} warm-up + {report['repeats']} timed calls per row; reference: {report['reference']}")
+            f"{report['rounds']} rounds of {report['warmup']} warm-up + {report['repeats']} timed calls per row, "
+            f"speed-up the median over rounds; reference: {report['reference']}")
     return f"{head}\n\n{models}\n\n{speed}"
 
 
@@ -281,12 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--length", type=int, help="random tokens of this fixed length instead (default 128)")
     parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
     parser.add_argument("--repeats", type=int, default=20, help="timed calls per model, engine and batch size")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds; the speed-up is their median")
     parser.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (model.onnx in the dir, else exported)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     texts = read_texts(args.dev_tsv) if args.dev_tsv else None
     length = None if texts is not None else (args.length or 128)
-    report = benchmark(args.model_dirs, texts, length, args.threads, args.repeats, args.onnx)
+    report = benchmark(args.model_dirs, texts, length, args.threads, args.repeats, args.onnx, args.rounds)
     print(format_report(report))
     if args.json:
         write_json(args.json, report)

@@ -8,11 +8,12 @@ the median window's examples/s and real (non-padding) tokens/s; peak resident me
 row runs, or peak CUDA memory on a GPU):
 
 - ``distill`` rows run the framework's own step (``distill.trainer.train_step`` on an ``Objective``,
-  the loaders of ``distill.data``: dynamic padding, length-grouped batches; teacher outputs from the
-  caches of ``distill.teacher_cache`` as the recipes use them, built before timing and their build
-  time printed) for the stage configs' phases: (a) the task stage's intermediate phase, (b) its
-  prediction phase, (c) general distillation; ``live teacher`` rows run the same step with the
-  teacher on every step (truncated at its deepest mapped layer); the student trained on hard
+  the loaders of ``distill.data``: dynamic padding, length-grouped batches) for the stage configs'
+  phases: (a) the task stage's intermediate phase, (b) its prediction phase, (c) general
+  distillation. Three rows each: the teacher's outputs read from full stores (``distill.teacher_cache``;
+  a run's later epochs; the time to fill them is printed), ``first epoch`` (empty stores: the teacher
+  runs and its outputs are written, as in a run's first epoch) and ``live teacher`` (the teacher on
+  every step, truncated at its deepest mapped layer, nothing stored); and the student trained on hard
   labels alone, for scale (its ratio to (b) is paired window by window: the same batches).
 - ``reference`` rows restate the official TinyBERT loop in plain torch on the same models and data:
   every batch padded to ``max_seq_length`` (64 for the task, fixed 128-token chunks for general
@@ -30,7 +31,9 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import shutil
 import statistics
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -53,7 +56,7 @@ from distill.layer_map import LayerMap
 from distill.objective import Objective
 from distill.student import build_student
 from distill.teacher import FrozenTeacher
-from distill.teacher_cache import teacher_for_phases
+from distill.teacher_cache import WriteThroughTeacher, teacher_for_phases
 from distill.trainer import _optimizer, rss_mb, train_step
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
@@ -276,10 +279,21 @@ def run_benchmark(args) -> dict:
     shared = {"tokenizer": tokenizer, "cfg": task_cfg, "args": args, "device": device}
     intermediate, prediction = task_cfg.stage.phases
     task_student = student()
+    scratch = Path(tempfile.mkdtemp(prefix="distill-bench-train-"))  # empty stores: the first epoch's rows
+
+    def stand_ins(phases, ds, source_teacher, map_, cfg, root, fill: bool):
+        """The data and each phase's stand-in for the teacher, as the stages build them; with ``fill`` every
+        store is filled first (what the later epochs of a run read)."""
+        ds, chosen, _ = teacher_for_phases(phases, ds, source_teacher, identity, map_, cfg.stage.loss, cfg.train, root)
+        for p in phases if fill else ():
+            if isinstance(chosen[id(p)], WriteThroughTeacher):
+                chosen[id(p)].fill(ds, tokenizer, cfg.train.eval_batch_size)
+        return ds, chosen
+
     started = time.perf_counter()
-    cached_data, stand_in = teacher_for_phases([intermediate, prediction], data, teacher, tokenizer, identity, layer_map,
-                                               task_cfg.stage.loss, task_cfg.train, cache_root())
+    stored_data, stored = stand_ins([intermediate, prediction], data, teacher, layer_map, task_cfg, cache_root(), True)
     cache_seconds = time.perf_counter() - started
+    fresh_data, fresh = stand_ins([intermediate, prediction], data, teacher, layer_map, task_cfg, scratch / "task", False)
 
     def objective(phase, source):
         def build(model=task_student, live=False):
@@ -288,14 +302,16 @@ def run_benchmark(args) -> dict:
 
     rows = []
     for name, phase in (("(a) task intermediate", intermediate), ("(b) task prediction", prediction)):
-        build = objective(phase, stand_in[id(phase)])
+        build = objective(phase, stored[id(phase)])
         ours = build().to(device)
-        ref, difference = measure_reference(name, build, ours, teacher, cached_data, data, phase=phase,
+        ref, difference = measure_reference(name, build, ours, teacher, stored_data, data, phase=phase,
                                             ref_length=TASK_MAX_LENGTH, **shared)
-        rows.append({**measure_ours(name, ours, cached_data, phase=phase, **shared), "loss_max_abs_diff": difference})
-        if phase is intermediate:  # the same step with the teacher run on every step, for scale
-            live = measure_ours(name, objective(phase, teacher)().to(device), data, phase=phase, **shared)
-            rows.append({**live, "row": f"{name}: distill, live teacher"})
+        rows.append({**measure_ours(name, ours, stored_data, phase=phase, **shared), "loss_max_abs_diff": difference})
+        first = measure_ours(name, objective(phase, fresh[id(phase)])().to(device), fresh_data, phase=phase, **shared)
+        rows.append({**first, "row": f"{name}: distill, first epoch (write-through)"})
+        # the same step with the teacher run on every step, for scale
+        live = measure_ours(name, objective(phase, teacher)().to(device), data, phase=phase, **shared)
+        rows.append({**live, "row": f"{name}: distill, live teacher"})
         rows.append(ref)
 
     # the student on hard labels alone: what distillation's prediction step is compared with
@@ -312,29 +328,36 @@ def run_benchmark(args) -> dict:
     base_teacher = FrozenTeacher(teacher.model.base_model)
 
     started = time.perf_counter()
-    cached_corpus, general_stand_in = teacher_for_phases([general_phase], corpus, base_teacher, tokenizer, identity,
-                                                         general_map, general_cfg.stage.loss, general_cfg.train,
-                                                         cache_root())
+    stored_corpus, general_stored = stand_ins([general_phase], corpus, base_teacher, general_map, general_cfg,
+                                              cache_root(), True)
     general_cache_seconds = time.perf_counter() - started
-    source = general_stand_in[id(general_phase)]
+    fresh_corpus, general_fresh = stand_ins([general_phase], corpus, base_teacher, general_map, general_cfg,
+                                            scratch / "general", False)
+    source = general_stored[id(general_phase)]
 
-    def general_objective(model=body, live=False):
-        return Objective(model, general_phase.weights, base_teacher if live else source, general_map,
+    def general_objective(model=body, live=False, stand_in=source):
+        return Objective(model, general_phase.weights, base_teacher if live else stand_in, general_map,
                          general_cfg.stage.loss)
 
     ours = general_objective().to(device)
-    ref, difference = measure_reference("(c) general", general_objective, ours, base_teacher, cached_corpus, fixed,
+    ref, difference = measure_reference("(c) general", general_objective, ours, base_teacher, stored_corpus, fixed,
                                         phase=general_phase, ref_length=GENERAL_MAX_LENGTH, **shared)
-    rows.append({**measure_ours("(c) general", ours, cached_corpus, phase=general_phase, **shared),
+    rows.append({**measure_ours("(c) general", ours, stored_corpus, phase=general_phase, **shared),
                  "loss_max_abs_diff": difference})
+    first = measure_ours("(c) general", general_objective(stand_in=general_fresh[id(general_phase)]).to(device),
+                         fresh_corpus, phase=general_phase, **shared)
     live = measure_ours("(c) general", general_objective(live=True).to(device), corpus, phase=general_phase, **shared)
-    rows += [{**live, "row": "(c) general: distill, live teacher"}, ref]
+    rows += [{**first, "row": "(c) general: distill, first epoch (write-through)"},
+             {**live, "row": "(c) general: distill, live teacher"}, ref]
+    shutil.rmtree(scratch, ignore_errors=True)
     by_row = {r["row"]: r for r in rows}
     for name, unit in (("(a) task intermediate", "examples_per_s"), ("(b) task prediction", "examples_per_s"),
                        ("(c) general", "tokens_per_s")):
-        ours, ref = by_row[f"{name}: distill"], by_row[f"{name}: reference (TinyBERT setup)"]
-        ours["speedup_vs_reference"] = ours[unit] / ref[unit]
-        ours["speedup_unit"] = unit
+        ref = by_row[f"{name}: reference (TinyBERT setup)"]
+        for kind in ("distill", "distill, first epoch (write-through)", "distill, live teacher"):
+            ours = by_row[f"{name}: {kind}"]
+            ours["speedup_vs_reference"] = ours[unit] / ref[unit]
+            ours["speedup_unit"] = unit
     # paired: both rows trained on the same batches in the same order, window by window
     prediction_row, hard_row = by_row["(b) task prediction: distill"], by_row["hard labels alone: distill"]
     prediction_row["vs_hard_labels"] = statistics.median(
@@ -346,7 +369,7 @@ def run_benchmark(args) -> dict:
         "general_chunks": {"distill": len(corpus), "reference": len(fixed)},
         "warmup_steps": WARMUP, "windows": args.windows, "window_steps": args.window_steps,
         "teacher_cache_seconds": cache_seconds, "general_cache_seconds": general_cache_seconds,
-        "general_cached": source is not base_teacher, "results": rows,
+        "general_cached": isinstance(source, WriteThroughTeacher), "results": rows,
     }
 
 
@@ -355,9 +378,10 @@ def format_report(report: dict) -> str:
              f"batch {report['batch_size']}, precision {report['mixed_precision']}; student {report['student']}, "
              f"teacher {report['teacher']} (layer map {report['layer_map']}); {report['warmup_steps']} warm-up steps, "
              f"median of {report['windows']} windows x {report['window_steps']} steps",
-             f"teacher logits and mapped layers cached for {report['examples']} examples in "
-             f"{report['teacher_cache_seconds']:.1f} s, general corpus ({report['general_chunks']['distill']} chunks) "
-             f"in {report['general_cache_seconds']:.1f} s (once per teacher, data and layer map; not in the rows)", ""]
+             f"'distill' rows read the teacher's stored outputs, as a run's later epochs do (filled for "
+             f"{report['examples']} examples in {report['teacher_cache_seconds']:.1f} s, general corpus "
+             f"({report['general_chunks']['distill']} chunks) in {report['general_cache_seconds']:.1f} s, or read from an "
+             f"earlier run); 'first epoch' rows run the teacher and store its outputs, as a run's first epoch does", ""]
     header = ("row", "examples/s", "tokens/s", "peak MiB", "speed-up", "max |loss diff|")
     body = []
     for r in report["results"]:

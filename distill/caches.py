@@ -1,8 +1,8 @@
 """``python -m distill cache list|clear``: the teacher caches distill keeps, their sizes, and removing them.
 
-The teacher's mapped layers (``teacher_layers-<key>``, distill/teacher_cache.py) are the large ones: a sweep or
-a second run reads them instead of running the teacher, and they are never evicted on their own. The
-tokenized data and the cached logits are ``datasets`` cache files beside the data
+The teacher's stored outputs (distill/teacher_cache.py): ``teacher_layers-<key>`` (mapped layers, the large
+ones) and ``teacher_logits-<key>``. A sweep or a second run reads them instead of running the teacher, and they
+are never evicted on their own. The tokenized data are ``datasets`` cache files beside the data
 (``Dataset.cleanup_cache_files``)."""
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from distill.data import cache_root
 from distill.errors import ConfigError
 
 
 def _size(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+    """Bytes on disk (the stores' files are sparse: only what was written takes space)."""
+    files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
+    return sum(f.stat().st_blocks * 512 for f in files)
 
 
 def entries(root: Path) -> list[dict]:
@@ -32,7 +36,10 @@ def entries(root: Path) -> list[dict]:
         meta = path / "meta.json"
         if meta.is_file():
             m = json.loads(meta.read_text())
-            entry["holds"] = f"{m['examples']} examples, hidden {m['hidden_layers']}, scores {m['score_layers']}"
+            filled = path / "filled.npy"
+            stored = int(np.load(filled).sum()) if filled.is_file() else 0
+            layers = f", hidden {m['hidden_layers']}, scores {m['score_layers']}" if "hidden_layers" in m else ", logits"
+            entry["holds"] = f"{stored} of {m['examples']} examples{layers}"
         elif path.name.startswith("."):
             entry["holds"] = "an unfinished build"
         out.append(entry)

@@ -4,7 +4,8 @@ A checkpoint is a directory ``checkpoints/step-<phase>-<step>`` holding one
 ``state.pt``: objective (student + projections), optimizer, scheduler, every
 RNG (python, numpy, torch), the sampler's generator state at the start of
 the current epoch and the number of batches taken since, the running loss
-sums, the best dev score so far and the results of finished phases. It is
+sums, the best dev score so far, the results of finished phases and which
+teacher outputs the run knew to be stored. It is
 written into a temporary directory and renamed into place, so a kill while
 writing leaves only a ``.tmp`` directory that ``latest()`` ignores and the
 next save removes.
@@ -55,6 +56,10 @@ class Progress:
     best_step: int | None = None
     # bytes of log.jsonl written up to this point: a resume cuts what came after
     log_bytes: int = 0
+    # finished epochs of the phase (examples, training seconds), and where the current one started
+    epochs: list = field(default_factory=list)
+    epoch_start_examples: int = 0
+    epoch_start_seconds: float = 0.0
 
 
 def rng_state() -> dict:
@@ -83,7 +88,8 @@ class Checkpoints:
         done = self.complete()
         return done[-1] if done else None
 
-    def save(self, progress: Progress, sampler_state: torch.Tensor, objective, optimizer, scheduler) -> Path:
+    def save(self, progress: Progress, sampler_state: torch.Tensor, objective, optimizer, scheduler,
+             teacher_stores: dict | None = None) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
         for leftover in self.dir.glob(".step-*"):  # from a kill mid-write
             shutil.rmtree(leftover, ignore_errors=True)
@@ -94,6 +100,8 @@ class Checkpoints:
             "objective": objective.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
+            # which teacher outputs the run knew to be stored (distill.teacher_cache.TeacherStores)
+            "teacher_stores": teacher_stores,
         }
         target = self.dir / f"step-{progress.phase}-{progress.step}"
         with building_dir(target) as tmp:

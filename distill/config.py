@@ -307,6 +307,8 @@ class BenchConfig:
 
     enabled: bool = True
     repeats: int = 30
+    # interleaved rounds of `repeats` calls; the speed-up is the median over rounds, with its min-max
+    rounds: int = 3
     threads: int = 2
     # also time ONNX Runtime (needs the onnx extra; exports into a temporary directory)
     onnx: bool = False

@@ -56,6 +56,19 @@ def _short(tag: str) -> str:
     return "_".join(part for part in tag.split("_") if not part.startswith(("E", "A")))
 
 
+def runs_below(root: Path, name: str) -> list[Path]:
+    """Every ``name`` file below ``root``, outside hidden directories (a run set aside by overwrite=true in
+    ``.previous``, an unfinished build)."""
+    return sorted(p for p in root.rglob(name) if not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+def speed(value: float | None, spread: list | None = None) -> str:
+    """``2.58x (2.41-2.70)``: the median speed-up over the benchmark's rounds and their min-max."""
+    if value is None:
+        return "-"
+    return f"{value:.2f}x" + (f" ({spread[0]:.2f}-{spread[1]:.2f})" if spread and None not in spread else "")
+
+
 def member(path: Path, root: Path) -> dict | None:
     """One row from a task run's metrics.json (None for other stages)."""
     m = json.loads(path.read_text())
@@ -63,7 +76,7 @@ def member(path: Path, root: Path) -> dict | None:
         return None
     metric = next(iter(m["eval"]["student"]))
     heldout, teacher = m["eval"]["student"][metric], m["eval"]["teacher"][metric]
-    latency, speedup = m.get("latency_ms") or {}, m.get("speedup") or {}
+    latency, speedup, spread = m.get("latency_ms") or {}, m.get("speedup") or {}, m.get("speedup_range") or {}
     bench = path.parent / "bench.json"
     teacher_latency = {}
     if bench.is_file():
@@ -77,6 +90,7 @@ def member(path: Path, root: Path) -> dict | None:
         "params_unique": m["params"]["unique"],
         "latency_ms_b1": latency.get("torch_batch1"), "latency_ms_b32": latency.get("torch_batch32"),
         "speedup_b1": speedup.get("torch_batch1"), "speedup_b32": speedup.get("torch_batch32"),
+        "speedup_b1_range": spread.get("torch_batch1"), "speedup_b32_range": spread.get("torch_batch32"),
         "metric": metric, "heldout": heldout, "reported_on": m["eval"]["reported_on"], "teacher_heldout": teacher,
         "pct_of_teacher": 100 * heldout / teacher if teacher else None, "train_seconds": m["train_seconds"],
         "_teacher_params": (m.get("teacher_params") or {}).get("unique"), "_teacher_latency": teacher_latency,
@@ -110,15 +124,15 @@ def _ranked(rows: list[dict]) -> list[dict]:
 
 
 def collect(root: Path) -> tuple[list[dict], list[dict]]:
-    rows = _ranked([r for p in sorted(root.rglob("metrics.json")) if (r := member(p, root)) is not None])
-    skipped = [{"run": str(p.parent.relative_to(root)), **json.loads(p.read_text())} for p in sorted(root.rglob("skipped.json"))]
+    rows = _ranked([r for p in runs_below(root, "metrics.json") if (r := member(p, root)) is not None])
+    skipped = [{"run": str(p.parent.relative_to(root)), **json.loads(p.read_text())} for p in runs_below(root, "skipped.json")]
     return rows, skipped
 
 
 def other_runs(root: Path) -> list[dict]:
     """Teacher and general-stage runs (no student to place on a front): what they trained and scored."""
     out = []
-    for path in sorted(root.rglob("metrics.json")):
+    for path in runs_below(root, "metrics.json"):
         m = json.loads(path.read_text())
         if m.get("stage") == "task" and "eval" in m:
             continue
@@ -136,7 +150,7 @@ def other_runs(root: Path) -> list[dict]:
 def evaluations(root: Path) -> list[dict]:
     """``stage=eval`` results (eval.json): one row per model and split or file."""
     out = []
-    for path in sorted(root.rglob("eval.json")):
+    for path in runs_below(root, "eval.json"):
         e = json.loads(path.read_text())
         for name, r in e["results"].items():
             scores = ", ".join(f"{k} {100 * v:.2f}" for k, v in r.items() if k not in ("examples", "examples_per_second"))
@@ -164,7 +178,7 @@ def markdown(rows: list[dict], skipped: list[dict], others: list[dict] = (), eva
             r["run"], r["student"], r["init"],
             f"{r['params_total'] / 1e6:.2f}M / {r['params_non_embedding'] / 1e6:.2f}M / {r['params_unique'] / 1e6:.2f}M",
             _fmt(r["latency_ms_b1"]), _fmt(r["latency_ms_b32"]),
-            f"{_fmt(r['speedup_b1'])}x / {_fmt(r['speedup_b32'])}x",
+            f"{speed(r['speedup_b1'], r.get('speedup_b1_range'))} / {speed(r['speedup_b32'], r.get('speedup_b32_range'))}",
             f"{r['metric']} {100 * r['heldout']:.2f} ({r['reported_on']})", _fmt(r["pct_of_teacher"], 1),
             _fmt(r["train_seconds"], 0),
             " / ".join("yes" if r[k] else "-" for k in ("pareto_latency", "pareto_params")),
@@ -234,7 +248,9 @@ def remeasure(rows: list[dict], root: Path, texts: list[str], threads: int, repe
     timing = {(x["model_dir"], x["batch_size"]): x for x in report["results"] if x["engine"] == "torch"}
     for r, d in zip(rows, dirs):
         for b in (1, 32):
-            r[f"latency_ms_b{b}"], r[f"speedup_b{b}"] = timing[(d, b)]["median_ms"], timing[(d, b)]["speedup"]
+            t = timing[(d, b)]
+            r[f"latency_ms_b{b}"], r[f"speedup_b{b}"] = t["median_ms"], t["speedup"]
+            r[f"speedup_b{b}_range"] = [t["speedup_min"], t["speedup_max"]]
         r["_teacher_latency"] = {f"b{b}": timing[(teacher, b)]["median_ms"] for b in (1, 32)}
 
 
@@ -263,7 +279,7 @@ def write_report(root: str | Path, out: str | Path | None = None, bench_texts: l
 def comparison_rows(root: Path) -> list[dict]:
     """Every task run under ``root``: its losses, steps, time, its score on the selection split and held out."""
     out = []
-    for path in sorted(root.rglob("metrics.json")):
+    for path in runs_below(root, "metrics.json"):
         m = json.loads(path.read_text())
         if m.get("stage") != "task":
             continue
@@ -276,7 +292,7 @@ def comparison_rows(root: Path) -> list[dict]:
             "split": f"{e['reported_on']} (picked on {e['selected_on']})", "metric": metric,
             "student_score": e["student"][metric], "teacher_score": e["teacher"][metric],
             "student_select": e["student_select"][metric],
-            "speedup": m.get("speedup") or {},
+            "speedup": m.get("speedup") or {}, "speedup_range": m.get("speedup_range") or {},
         })
     return out
 
@@ -290,11 +306,12 @@ def comparison(root: str | Path) -> str:
              "% of teacher | speed-up b1 / b32 |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in found:
-        speed = " / ".join(f"{r['speedup'][k]:.2f}x" for k in ("torch_batch1", "torch_batch32") if k in r["speedup"]) or "-"
+        speeds = " / ".join(speed(r["speedup"][k], r["speedup_range"].get(k))
+                            for k in ("torch_batch1", "torch_batch32") if k in r["speedup"]) or "-"
         lines.append(f"| {r['run']} | {r['student']} | {r['phases']} | {r['steps']} | {r['seconds']:.0f} s | {r['split']} | "
                      f"{100 * r['student_select']:.2f} | "
                      f"{100 * r['student_score']:.2f} | {100 * r['teacher_score']:.2f} | "
-                     f"{100 * r['student_score'] / r['teacher_score']:.1f}% | {speed} |")
+                     f"{100 * r['student_score'] / r['teacher_score']:.1f}% | {speeds} |")
     groups = defaultdict(list)
     for r in found:
         groups[re.sub(r"_seed\d+$", "", r["run"])].append(r)

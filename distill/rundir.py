@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ class Run:
     checked: Checked
     # the checkpoint to continue from, or None for a fresh start
     resume: dict | None = None
+    # when this process started the run (after the checks): metrics.json's wall_seconds counts from here
+    started: float = 0.0
 
     @property
     def model_dir(self) -> Path:
@@ -159,7 +162,7 @@ def start(cfg: Config) -> Run:
         metrics_log.truncate(resume["progress"].log_bytes)
     elif accelerator.is_main_process:
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    return Run(cfg, run_dir, TrainContext(accelerator, metrics_log, checkpoints), checked, resume)
+    return Run(cfg, run_dir, TrainContext(accelerator, metrics_log, checkpoints), checked, resume, time.perf_counter())
 
 
 def save_model(model: nn.Module, tokenizer, target: Path, projections=None) -> None:
@@ -174,6 +177,8 @@ def save_model(model: nn.Module, tokenizer, target: Path, projections=None) -> N
 
 def finish(run: Run, metrics: dict) -> dict:
     """Write ``metrics.json`` (whole or not at all); print the run directory as the last line."""
+    # the whole run in this process: loading, caches, training, evaluation, benchmark (a resumed run: since it resumed)
+    metrics["wall_seconds"] = time.perf_counter() - run.started
     if run.accelerator.is_main_process:
         write_json(run.dir / "metrics.json", metrics)
         shutil.rmtree(run.dir / PREVIOUS, ignore_errors=True)  # the new run is whole: the old one can go

@@ -1,24 +1,36 @@
-"""The teacher's mapped hidden states and attention scores, computed once and read back from disk.
+"""The teacher's outputs stored on disk as training first computes them, and read back from then on.
 
-An intermediate-layer phase otherwise runs the frozen teacher on every step of every epoch. Here
-each training example gets one teacher forward, ever: the layers the layer map reads (the
-embedding output, G(1..L_S) hidden states, G(1..L_S) attention scores) are stored in float16 on
-disk, unpadded (hidden: [t, h] per layer, scores: [heads, t, t] per layer, real tokens only), and
-read back per batch, padded to the batch's length. The directory is keyed by the data's
-fingerprint (which holds the tokenizer and max length), the teacher's files, the mapped layers
-and ``CACHE_VERSION``: a change of any of them writes a new cache, and the members of a sweep with
-the same teacher, data and layer map share one. Its size is computed from the token counts and
-printed before anything is written; ``train.teacher_cache_max_gb`` caps it.
+A distillation phase otherwise runs the frozen teacher on every step of every epoch. Here the
+teacher runs only on batches holding an example it has not seen: the first epoch runs it live (as
+the loss needs it anyway) and writes what it computed, per example; later epochs, later phases,
+resumed runs, other runs and sweep members with the same teacher and data read it back. There is no
+separate pass over the data before training, and only the examples a run visits are stored (a
+150-step run writes 150 batches' worth, not the whole training set), so a cache never makes a run
+slower than the live teacher.
 
-Only the masked (default) losses read the cache: they never look at padded positions, which it
-does not store. TinyBERT-compatible mode (``stage.loss.tinybert_compat``) scores padding too and
-runs the live teacher.
+Two stores, each a directory keyed by the data's fingerprint (which holds the tokenizer and max
+length), the teacher's identity (``distill.data.path_identity``: its files' content) and
+``CACHE_VERSION``:
+- ``teacher_logits-<key>``: the logits, float32 [n, labels];
+- ``teacher_layers-<key>`` (also keyed by the mapped layers): the embedding output and the G(1..L_S)
+  hidden states [t, h] and attention scores [heads, t, t] per example, real tokens only, float16.
+Each holds ``filled.npy``, which examples are written. Its files are allocated whole (sparse: unwritten
+regions take no disk) and checked on open (``cache_problem``); a damaged store is rebuilt.
+
+The losses always read the stored values (a batch that ran the teacher is read back), so the numbers
+are the same whichever run or epoch computed them, up to the last bits when a run with other batches
+(another batch size or seed) stored them. Exact resume: whether a batch runs the teacher depends on
+which examples the run knew to be stored, and that set travels in checkpoints
+(``TeacherStores.state_dict``); examples another process stored meanwhile are not read by this run. Only the masked (default) losses read the stores:
+they never look at padded positions, which are not stored. TinyBERT-compatible mode
+(``stage.loss.tinybert_compat``) scores padding too and runs the live teacher.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -29,7 +41,7 @@ from datasets.fingerprint import Hasher
 from filelock import FileLock
 from transformers import DataCollatorWithPadding
 
-from distill.attention import Intermediates
+from distill.attention import Intermediates, fast_attention
 from distill.config import TEACHER_TERMS
 from distill.errors import DiskSpaceError
 from distill.files import building_dir
@@ -38,8 +50,9 @@ from distill.teacher import FrozenTeacher
 
 log = logging.getLogger("distill")
 
-CACHE_VERSION = "1"  # bump when what is stored changes, to invalidate caches
+CACHE_VERSION = "2"  # bump when what is stored changes, to invalidate caches
 INDEX_COLUMN = "example_index"
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def mapped_layers(layer_map: LayerMap) -> tuple[list[int], list[int]]:
@@ -55,76 +68,9 @@ def cache_bytes(lengths: np.ndarray, n_hidden: int, width: int, n_scores: int, h
     return int(2 * (n_hidden * width * lengths.sum() + n_scores * heads * (lengths**2).sum()))
 
 
-class TeacherLayerCache:
-    """Read side: ``cache[indices, length]`` gives the padded mapped outputs of those examples."""
-
-    def __init__(self, directory: Path):
-        meta = json.loads((directory / "meta.json").read_text())
-        self.directory, self.hidden_layers, self.score_layers = directory, meta["hidden_layers"], meta["score_layers"]
-        self.num_hidden_layers, self.width, self.heads = meta["num_hidden_layers"], meta["width"], meta["heads"]
-        offsets = np.load(directory / "offsets.npy")  # [n + 1, 2]: token and score-entry offsets
-        self.token_offsets, self.score_offsets = offsets[:, 0], offsets[:, 1]
-        self.hidden = np.memmap(directory / "hidden.f16", np.float16, "r",
-                                shape=(int(self.token_offsets[-1]), len(self.hidden_layers), self.width))
-        self.scores = np.memmap(directory / "scores.f16", np.float16, "r", shape=(int(self.score_offsets[-1]),))
-
-    def __len__(self) -> int:
-        return len(self.token_offsets) - 1
-
-    def batch(self, indices: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """hidden [len(hidden_layers), b, length, width] and scores [len(score_layers), b, heads, length, length]
-        as float32, zero where a position is padding."""
-        b, n_h, n_s = len(indices), len(self.hidden_layers), len(self.score_layers)
-        hidden = np.zeros((n_h, b, length, self.width), np.float32)
-        scores = np.zeros((n_s, b, self.heads, length, length), np.float32)
-        for row, i in enumerate(indices):
-            start, end = self.token_offsets[i], self.token_offsets[i + 1]
-            t = int(end - start)
-            hidden[:, row, :t] = self.hidden[start:end].transpose(1, 0, 2)
-            block = self.scores[self.score_offsets[i]:self.score_offsets[i + 1]].reshape(n_s, self.heads, t, t)
-            scores[:, row, :, :t, :t] = block
-        return torch.from_numpy(hidden), torch.from_numpy(scores)
-
-
-def build_layer_cache(ds, teacher: FrozenTeacher, tokenizer, identity, layer_map: LayerMap, root: Path,
-                      max_gb: float, batch_size: int = 128) -> tuple[object, TeacherLayerCache] | None:
-    """``ds`` with an ``example_index`` column and the cache of its mapped teacher outputs (built unless it
-    exists); None, saying why, when the cache would exceed ``max_gb``."""
-    hidden_layers, score_layers = mapped_layers(layer_map)
-    key = Hasher.hash((ds._fingerprint, identity, hidden_layers, score_layers, CACHE_VERSION))
-    directory = Path(root) / f"teacher_layers-{key}"
-    ds = ds.add_column(INDEX_COLUMN, list(range(len(ds))), new_fingerprint=Hasher.hash((ds._fingerprint, INDEX_COLUMN)))
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    # one writer: the other processes of a multi-process run (or sweep members started together) wait, then read
-    with FileLock(str(directory) + ".lock"):
-        problem = cache_problem(directory, identity) if directory.exists() else "absent"
-        if problem is None:
-            log.info("teacher layers: reusing the cache at %s", directory)
-        elif problem != "absent":
-            log.warning("teacher layers: rebuilding the cache at %s (%s)", directory, problem)
-            shutil.rmtree(directory)
-        if problem is not None and not _write_layer_cache(ds, teacher, tokenizer, identity, layer_map, directory, max_gb, batch_size):
-            return None
-    return ds, TeacherLayerCache(directory)
-
-
-def cache_problem(directory: Path, identity) -> str | None:
-    """Why a layer cache cannot be read (None when it can): no or unreadable meta.json, another teacher, another
-    version, or files missing or of the wrong size (a copy cut short, a disk that filled up)."""
-    try:
-        meta = json.loads((directory / "meta.json").read_text())
-        offsets = np.load(directory / "offsets.npy")
-    except (OSError, ValueError) as err:
-        return f"unreadable: {type(err).__name__}"
-    if meta.get("teacher") != str(identity) or meta.get("version") != CACHE_VERSION:
-        return "its meta.json names another teacher or version"
-    expected = {"hidden.f16": 2 * max(int(offsets[-1, 0]), 1) * len(meta["hidden_layers"]) * meta["width"],
-                "scores.f16": 2 * max(int(offsets[-1, 1]), 1)}
-    for name, size in expected.items():
-        actual = (directory / name).stat().st_size if (directory / name).is_file() else None
-        if actual != size:
-            return f"{name} has {actual} bytes, {size} expected"
-    return None
+def token_lengths(ds) -> np.ndarray:
+    # straight from arrow: a million augmented rows are not turned into Python lists
+    return pc.list_value_length(ds.with_format("arrow")[:]["input_ids"]).to_numpy().astype(np.int64)
 
 
 def check_free_space(directory: Path, size: int) -> None:
@@ -140,76 +86,222 @@ def check_free_space(directory: Path, size: int) -> None:
             f"live), or move the caches with HF_DATASETS_CACHE")
 
 
-def _write_layer_cache(ds, teacher: FrozenTeacher, tokenizer, identity, layer_map: LayerMap, directory: Path,
-                       max_gb: float, batch_size: int) -> bool:
-    """Write the cache into ``directory``; False, saying why, when it would exceed ``max_gb``."""
-    hidden_layers, score_layers = mapped_layers(layer_map)
-    cfg = teacher.config
-    # lengths straight from arrow: a million augmented rows are not turned into Python lists
-    lengths = pc.list_value_length(ds.with_format("arrow")[:]["input_ids"]).to_numpy().astype(np.int64)
-    size = cache_bytes(lengths, len(hidden_layers), cfg.hidden_size, len(score_layers), cfg.num_attention_heads)
-    if size > max_gb * 2**30:
-        log.warning("teacher layers: a cache would take %.1f GB (> train.teacher_cache_max_gb=%s); the teacher runs "
-                    "on every step instead", size / 2**30, max_gb)
-        return False
-    check_free_space(directory.parent, size)
-    log.warning("teacher layers: caching %d examples' mapped outputs (%.2f GB, float16) in %s",
-                len(ds), size / 2**30, directory)
-    with building_dir(directory) as partial:  # whole or absent: an interrupted build is rebuilt
-        _write_layers(ds, teacher, tokenizer, identity, layer_map, lengths, size, partial, batch_size)
-    return True
+class _Store:
+    """Per-example outputs in fixed-size files of one directory, and which examples are written.
+
+    ``known`` is what this run may read: the examples stored when it opened the store plus those it wrote
+    itself. ``flush`` makes the written examples durable and adds them to ``filled.npy`` (merged with what other
+    processes added meanwhile, under a lock)."""
+
+    prefix = ""
+
+    def __init__(self, directory: Path, meta: dict):
+        self.directory, self.meta = directory, meta
+        self.n = meta["examples"]
+        self.known = np.load(directory / "filled.npy")
+        self.dirty = False
+
+    @classmethod
+    def open(cls, root: Path, key: tuple, meta: dict, sizes: dict[str, int], arrays: dict | None = None) -> _Store:
+        """The store for ``key`` under ``root``: created (``sizes``: files allocated whole, nothing filled;
+        ``arrays``: ``.npy`` files of the layout) when absent, rebuilt when damaged (``cache_problem``)."""
+        directory = Path(root) / f"{cls.prefix}-{Hasher.hash(key)}"
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(directory) + ".lock"):
+            problem = cache_problem(directory, meta, sizes) if directory.exists() else "absent"
+            if problem not in (None, "absent"):
+                log.warning("%s: rebuilding the cache at %s (%s)", cls.prefix, directory, problem)
+                shutil.rmtree(directory)
+            if problem is not None:
+                with building_dir(directory) as partial:
+                    for name, size in sizes.items():
+                        with open(partial / name, "wb") as f:
+                            f.truncate(size)  # sparse: only what is written takes disk
+                    for name, array in (arrays or {}).items():
+                        np.save(partial / name, array)
+                    np.save(partial / "filled.npy", np.zeros(meta["examples"], bool))
+                    (partial / "meta.json").write_text(json.dumps(meta) + "\n")
+        return cls(directory, meta)
+
+    def has(self, ids: list[int]) -> bool:
+        return bool(self.known[ids].all())
+
+    def _flush_files(self) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        self._flush_files()  # the values first: a kill after this line leaves them written, not yet marked
+        with FileLock(str(self.directory) + ".lock"):
+            filled = self.directory / "filled.npy"
+            merged = np.load(filled) | self.known
+            tmp = self.directory / ".filled.tmp.npy"
+            np.save(tmp, merged)
+            tmp.replace(filled)
+        self.dirty = False
 
 
-def _write_layers(ds, teacher: FrozenTeacher, tokenizer, identity, layer_map: LayerMap, lengths: np.ndarray, size: int,
-                  partial: Path, batch_size: int) -> None:
-    hidden_layers, score_layers = mapped_layers(layer_map)
-    cfg = teacher.config
-    token_offsets = np.concatenate([[0], np.cumsum(lengths)])
-    score_offsets = np.concatenate([[0], np.cumsum(len(score_layers) * cfg.num_attention_heads * lengths**2)])
-    hidden = np.memmap(partial / "hidden.f16", np.float16, "w+",
-                       shape=(max(int(token_offsets[-1]), 1), len(hidden_layers), cfg.hidden_size))
-    scores = np.memmap(partial / "scores.f16", np.float16, "w+", shape=(max(int(score_offsets[-1]), 1),))
-    collate = DataCollatorWithPadding(tokenizer)
-    inputs = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in ds.column_names]
-    device = next(teacher.model.parameters()).device
-    depth = max(layer_map.targets)
-    order = np.argsort(lengths, kind="stable")  # length-sorted forwards: little padding
-    rows = ds.select_columns(inputs)
-    for start in range(0, len(order), batch_size):
-        chunk = [int(i) for i in order[start:start + batch_size]]
-        enc = {k: v.to(device) for k, v in collate([rows[i] for i in chunk]).items()}
-        out = teacher(enc, depth=depth)
-        h = torch.stack([out.hidden_states[j] for j in hidden_layers], 2).half().cpu().numpy()  # [b, t, n_h, w]
-        s = torch.stack([out.attention_scores[j] for j in score_layers], 1).float()  # [b, n_s, heads, t, t]
-        for row, i in enumerate(chunk):
-            t = int(lengths[i])
-            hidden[token_offsets[i]:token_offsets[i + 1]] = h[row, :t]
-            scores[score_offsets[i]:score_offsets[i + 1]] = s[row, :, :, :t, :t].half().reshape(-1).cpu().numpy()
-    hidden.flush()
-    scores.flush()
-    np.save(partial / "offsets.npy", np.stack([token_offsets, score_offsets], 1))
-    (partial / "meta.json").write_text(json.dumps({
-        "hidden_layers": hidden_layers, "score_layers": score_layers, "num_hidden_layers": cfg.num_hidden_layers,
-        "width": cfg.hidden_size, "heads": cfg.num_attention_heads, "examples": len(ds), "bytes": size,
-        "teacher": str(identity), "version": CACHE_VERSION,
-    }) + "\n")
+class LogitStore(_Store):
+    """The teacher's logits, float32 [n, labels]."""
+
+    prefix = "teacher_logits"
+
+    def __init__(self, directory: Path, meta: dict):
+        super().__init__(directory, meta)
+        self.logits = np.memmap(directory / "logits.f32", np.float32, "r+", shape=(self.n, meta["labels"]))
+
+    @classmethod
+    def for_data(cls, ds, teacher: FrozenTeacher, identity, root: Path) -> LogitStore:
+        labels = teacher.config.num_labels
+        meta = {"examples": len(ds), "labels": labels, "teacher": str(identity), "version": CACHE_VERSION}
+        return cls.open(root, (ds._fingerprint, identity, "logits", CACHE_VERSION), meta,
+                        {"logits.f32": 4 * max(len(ds), 1) * labels})
+
+    def read(self, ids: list[int]) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(self.logits[ids]))
+
+    def write(self, ids: list[int], out: Intermediates, attention_mask: torch.Tensor) -> None:
+        new = [row for row, i in enumerate(ids) if not self.known[i]]
+        if new:
+            self.logits[[ids[r] for r in new]] = out.logits[new].float().cpu().numpy()
+            self.known[[ids[r] for r in new]] = True
+            self.dirty = True
+
+    def _flush_files(self) -> None:
+        self.logits.flush()
 
 
-class CachedTeacher:
-    """Stands in for the teacher: mapped layers from a ``TeacherLayerCache`` (by the batch's ``example_index``)
-    and logits from the batch's ``teacher_logits`` column, whichever exist; the layers no loss reads are None."""
+class LayerStore(_Store):
+    """The mapped hidden states and attention scores of each example, float16, real tokens only:
+    ``read(ids, length)`` gives them padded to ``length``."""
 
-    def __init__(self, config, layers: TeacherLayerCache | None = None):
-        self.config, self.layers = config, layers
+    prefix = "teacher_layers"
+
+    def __init__(self, directory: Path, meta: dict):
+        super().__init__(directory, meta)
+        self.hidden_layers, self.score_layers = meta["hidden_layers"], meta["score_layers"]
+        self.num_hidden_layers, self.width, self.heads = meta["num_hidden_layers"], meta["width"], meta["heads"]
+        offsets = np.load(directory / "offsets.npy")  # [n + 1, 2]: token and score-entry offsets
+        self.token_offsets, self.score_offsets = offsets[:, 0], offsets[:, 1]
+        self.hidden = np.memmap(directory / "hidden.f16", np.float16, "r+",
+                                shape=(max(int(self.token_offsets[-1]), 1), len(self.hidden_layers), self.width))
+        self.scores = np.memmap(directory / "scores.f16", np.float16, "r+", shape=(max(int(self.score_offsets[-1]), 1),))
+
+    @classmethod
+    def for_data(cls, ds, teacher: FrozenTeacher, identity, layer_map: LayerMap, root: Path) -> LayerStore:
+        hidden_layers, score_layers = mapped_layers(layer_map)
+        cfg = teacher.config
+        lengths = token_lengths(ds)
+        token_offsets = np.concatenate([[0], np.cumsum(lengths)])
+        score_offsets = np.concatenate([[0], np.cumsum(len(score_layers) * cfg.num_attention_heads * lengths**2)])
+        meta = {"examples": len(ds), "hidden_layers": hidden_layers, "score_layers": score_layers,
+                "num_hidden_layers": cfg.num_hidden_layers, "width": cfg.hidden_size, "heads": cfg.num_attention_heads,
+                "bytes": cache_bytes(lengths, len(hidden_layers), cfg.hidden_size, len(score_layers),
+                                     cfg.num_attention_heads),
+                "teacher": str(identity), "version": CACHE_VERSION}
+        sizes = {"hidden.f16": 2 * max(int(token_offsets[-1]), 1) * len(hidden_layers) * cfg.hidden_size,
+                 "scores.f16": 2 * max(int(score_offsets[-1]), 1)}
+        return cls.open(root, (ds._fingerprint, identity, hidden_layers, score_layers, CACHE_VERSION), meta, sizes,
+                        {"offsets.npy": np.stack([token_offsets, score_offsets], 1)})
+
+    def read(self, ids: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden [len(hidden_layers), b, length, width] and scores [len(score_layers), b, heads, length, length]
+        as float32, zero where a position is padding."""
+        b, n_h, n_s = len(ids), len(self.hidden_layers), len(self.score_layers)
+        hidden = np.zeros((n_h, b, length, self.width), np.float32)
+        scores = np.zeros((n_s, b, self.heads, length, length), np.float32)
+        for row, i in enumerate(ids):
+            start, end = self.token_offsets[i], self.token_offsets[i + 1]
+            t = int(end - start)
+            hidden[:, row, :t] = self.hidden[start:end].transpose(1, 0, 2)
+            block = self.scores[self.score_offsets[i]:self.score_offsets[i + 1]].reshape(n_s, self.heads, t, t)
+            scores[:, row, :, :t, :t] = block
+        return torch.from_numpy(hidden), torch.from_numpy(scores)
+
+    def write(self, ids: list[int], out: Intermediates, attention_mask: torch.Tensor) -> None:
+        new = [row for row, i in enumerate(ids) if not self.known[i]]
+        if not new:
+            return
+        h = torch.stack([out.hidden_states[j][new] for j in self.hidden_layers], 2).half().cpu().numpy()  # [b, t, n_h, w]
+        s = torch.stack([out.attention_scores[j][new] for j in self.score_layers], 1)  # [b, n_s, heads, t, t]
+        lengths = attention_mask[new].sum(1).tolist()
+        for k, (row, t) in enumerate(zip(new, lengths)):
+            i = ids[row]
+            if self.token_offsets[i + 1] - self.token_offsets[i] != t:
+                raise RuntimeError(f"example {i}: {t} real tokens in the batch, {self.token_offsets[i + 1] - self.token_offsets[i]} "
+                                   "when the store was laid out; the data changed under its fingerprint")
+            self.hidden[self.token_offsets[i]:self.token_offsets[i + 1]] = h[k, :t]
+            self.scores[self.score_offsets[i]:self.score_offsets[i + 1]] = s[k, :, :, :t, :t].half().reshape(-1).cpu().numpy()
+            self.known[i] = True
+        self.dirty = True
+
+    def _flush_files(self) -> None:
+        self.hidden.flush()
+        self.scores.flush()
+
+
+def cache_problem(directory: Path, meta: dict, sizes: dict[str, int]) -> str | None:
+    """Why a store cannot be read (None when it can): no or unreadable meta.json or filled.npy, another teacher,
+    layout or version, or files missing or of the wrong size (a copy cut short)."""
+    try:
+        found = json.loads((directory / "meta.json").read_text())
+        filled = np.load(directory / "filled.npy")
+        if meta.get("hidden_layers") is not None:
+            np.load(directory / "offsets.npy")
+    except (OSError, ValueError) as err:
+        return f"unreadable: {type(err).__name__}"
+    if found != meta:
+        differ = sorted(k for k in set(found) | set(meta) if found.get(k) != meta.get(k))
+        return f"its meta.json differs in {', '.join(differ)}"
+    if filled.shape != (meta["examples"],):
+        return f"filled.npy holds {filled.shape[0]} examples, {meta['examples']} expected"
+    for name, size in sizes.items():
+        actual = (directory / name).stat().st_size if (directory / name).is_file() else None
+        if actual != size:
+            return f"{name} has {actual} bytes, {size} expected"
+    return None
+
+
+class WriteThroughTeacher:
+    """Stands in for the teacher: a batch whose examples are all in the stores is read from them; any other batch
+    runs the teacher, its outputs are stored for the examples not stored yet, and the batch is then read from the
+    stores. Counts both kinds of batches."""
+
+    def __init__(self, teacher: FrozenTeacher, logits: LogitStore | None = None, layers: LayerStore | None = None):
+        self.teacher, self.logits, self.layers = teacher, logits, layers
+        self.stores = [s for s in (logits, layers) if s is not None]
+        self.live_batches = self.stored_batches = 0
+
+    @property
+    def config(self):
+        return self.teacher.config
 
     def __call__(self, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None,
                  depth: int | None = None) -> Intermediates:
+        ids = batch[INDEX_COLUMN].tolist()
+        if all(store.has(ids) for store in self.stores):
+            self.stored_batches += 1
+            return self._read(batch, ids)
+        self.live_batches += 1
+        inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+        if self.layers is None:  # logits alone: the fused attention, no hidden states kept
+            with torch.no_grad(), fast_attention(self.teacher.model):
+                out = Intermediates(hidden_states=(), attention_scores=(), logits=self.teacher.model(**inputs).logits)
+        else:
+            out = self.teacher(inputs, logits_at, depth)
+        for store in self.stores:
+            store.write(ids, out, batch["attention_mask"])
+        # what the loss reads is always the stored values (float16 layers): the same whether this run, an earlier
+        # epoch or another run computed them, so a run's numbers do not depend on what was stored when it started
+        return self._read(batch, ids)
+
+    def _read(self, batch, ids: list[int]) -> Intermediates:
+        device = batch["input_ids"].device
         hidden_states: tuple = ()
         scores: tuple = ()
         if self.layers is not None:
-            ids = batch[INDEX_COLUMN]
-            device = ids.device
-            h, s = self.layers.batch(ids.tolist(), batch["input_ids"].size(1))
+            h, s = self.layers.read(ids, batch["input_ids"].size(1))
             full_h = [None] * (self.layers.num_hidden_layers + 1)
             for j, layer in enumerate(self.layers.hidden_layers):
                 full_h[layer] = h[j].to(device)
@@ -217,42 +309,115 @@ class CachedTeacher:
             for j, layer in enumerate(self.layers.score_layers):
                 full_s[layer] = s[j].to(device)
             hidden_states, scores = tuple(full_h), tuple(full_s)
-        return Intermediates(hidden_states=hidden_states, attention_scores=scores, logits=batch.get("teacher_logits"))
+        logits = self.logits.read(ids).to(device) if self.logits is not None else None
+        return Intermediates(hidden_states=hidden_states, attention_scores=scores, logits=logits)
+
+    def fill(self, ds, tokenizer, batch_size: int = 128) -> None:
+        """Store every example not stored yet, in length-sorted batches (little padding): for benchmarks and tests
+        that need a full store before timing or comparing."""
+        collate = DataCollatorWithPadding(tokenizer)
+        missing = np.flatnonzero(~np.logical_and.reduce([s.known for s in self.stores]))
+        if not len(missing):
+            return
+        lengths = token_lengths(ds.select(missing))
+        order = missing[np.argsort(lengths, kind="stable")]
+        rows = ds.select_columns([k for k in MODEL_INPUTS if k in ds.column_names])
+        device = next(self.teacher.model.parameters()).device
+        for start in range(0, len(order), batch_size):
+            chunk = [int(i) for i in order[start:start + batch_size]]
+            batch = {k: v.to(device) for k, v in collate([rows[i] for i in chunk]).items()}
+            self({**batch, INDEX_COLUMN: torch.tensor(chunk)})
+        for store in self.stores:
+            store.flush()
 
 
-# teacher terms a cache can answer: the mapped layers and the logits (cosine reads the last layer, MLM
+class TeacherStores:
+    """The stores of one run: flushed before every checkpoint and at the end, and what the run knew to be stored
+    saved in checkpoints so that a resumed run reads and runs exactly what the uninterrupted one would have."""
+
+    def __init__(self, stores: list[_Store], views: dict[str, WriteThroughTeacher] | None = None):
+        self.stores, self.views = stores, views or {}
+
+    def flush(self) -> None:
+        for store in self.stores:
+            store.flush()
+
+    def state_dict(self) -> dict:
+        return {"known": {store.directory.name: np.packbits(store.known) for store in self.stores},
+                "batches": {name: (v.live_batches, v.stored_batches) for name, v in self.views.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for store in self.stores:
+            packed = state["known"].get(store.directory.name)
+            if packed is not None:
+                store.known = np.unpackbits(packed, count=store.n).astype(bool)
+        for name, (live, stored) in state["batches"].items():
+            if name in self.views:
+                self.views[name].live_batches, self.views[name].stored_batches = live, stored
+
+
+# teacher terms a store can answer: the mapped layers and the logits (cosine reads the last layer, MLM
 # terms masked positions that change every step)
 CACHEABLE = {"embedding", "hidden", "attention", "soft_ce"}
-# the layer terms the cache answers (cosine reads the last layer, which it does not store)
+# the layer terms the layer store answers (cosine reads the last layer, which it does not store)
 LAYER_READERS = {"embedding", "hidden", "attention"}
 
 
-def teacher_for_phases(phases, ds, teacher: FrozenTeacher, tokenizer, identity, layer_map: LayerMap, options,
-                       train_cfg, root: Path, masker=None) -> tuple[object, dict[int, object]]:
-    """The training data (with whatever cache columns are needed) and, per phase (by ``id``), what stands in
-    for the teacher: a ``CachedTeacher`` for phases whose teacher terms it can answer, else the teacher.
-    With a token ``masker`` (masked-LM terms) the teacher reads text that changes every step: no cache."""
-    from distill.teacher import with_teacher_logits
-
+def teacher_for_phases(phases, ds, teacher: FrozenTeacher, identity, layer_map: LayerMap, options, train_cfg,
+                       root: Path, masker=None, visits: int | None = None) -> tuple[object, dict[int, object], TeacherStores]:
+    """The training data (with an ``example_index`` column when a store is used), per phase (by ``id``) what
+    stands in for the teacher (a ``WriteThroughTeacher`` for phases whose teacher terms the stores answer, else the
+    teacher), and the run's stores. With a token ``masker`` (masked-LM terms) the teacher reads text that changes
+    every step: no store. ``visits``: at most how many examples the run will draw, to size what it may write
+    (the layer store's share of ``train.teacher_cache_max_gb`` and the free disk)."""
     reads = [set(p.weights.active()) & set(TEACHER_TERMS) for p in phases]
     cacheable = [bool(r) and r <= CACHEABLE and not options.tinybert_compat and masker is None for r in reads]
-    if any(c and "soft_ce" in r for c, r in zip(cacheable, reads)):
-        ds = with_teacher_logits(ds, teacher, tokenizer, identity, train_cfg.eval_batch_size)
+    if not any(cacheable):
+        return ds, {id(p): teacher for p in phases}, TeacherStores([])
+    ds = ds.add_column(INDEX_COLUMN, list(range(len(ds))), new_fingerprint=Hasher.hash((ds._fingerprint, INDEX_COLUMN)))
+    logits = LogitStore.for_data(ds, teacher, identity, root) if any(
+        c and "soft_ce" in r for c, r in zip(cacheable, reads)) else None
     layers = None
     if train_cfg.cache_teacher_layers and any(c and r & LAYER_READERS for c, r in zip(cacheable, reads)):
-        built = build_layer_cache(ds, teacher, tokenizer, identity, layer_map, root, train_cfg.teacher_cache_max_gb,
-                                  train_cfg.eval_batch_size)
-        if built is not None:
-            ds, layers = built
+        layers = _layer_store(ds, teacher, identity, layer_map, root, train_cfg.teacher_cache_max_gb, visits)
     chosen = {}
     for phase, r, c in zip(phases, reads, cacheable):
-        answered = c and ("soft_ce" not in r or "teacher_logits" in ds.column_names) and (
-            not r & LAYER_READERS or layers is not None)
-        # a phase of logits alone does not read the layer files
-        chosen[id(phase)] = CachedTeacher(teacher.config, layers if r & LAYER_READERS else None) if answered else teacher
-    return ds, chosen
+        answered = c and (not r & LAYER_READERS or layers is not None)
+        chosen[id(phase)] = WriteThroughTeacher(teacher, logits if "soft_ce" in r else None,
+                                                layers if r & LAYER_READERS else None) if answered else teacher
+    views = {p.name: chosen[id(p)] for p in phases if isinstance(chosen[id(p)], WriteThroughTeacher)}
+    return ds, chosen, TeacherStores([s for s in (logits, layers) if s is not None], views)
 
 
-def teacher_sources(phases, chosen: dict[int, object]) -> dict[str, str]:
-    """Per phase name, for metrics.json: 'cached' when it reads the caches, 'live' when the teacher runs."""
-    return {p.name: "cached" if isinstance(chosen[id(p)], CachedTeacher) else "live" for p in phases}
+def _layer_store(ds, teacher, identity, layer_map, root: Path, max_gb: float, visits: int | None) -> LayerStore | None:
+    """The layer store, or None (the teacher then runs live), saying why, when what the run may write exceeds
+    ``max_gb``; too little free disk is an error (``check_free_space``)."""
+    hidden_layers, score_layers = mapped_layers(layer_map)
+    cfg = teacher.config
+    lengths = token_lengths(ds)
+    full = cache_bytes(lengths, len(hidden_layers), cfg.hidden_size, len(score_layers), cfg.num_attention_heads)
+    share = 1.0 if visits is None else min(1.0, visits / max(len(ds), 1))
+    size = math.ceil(full * share)  # the examples a run visits, on average
+    if size > max_gb * 2**30:
+        log.warning("teacher layers: the run would store %.1f GB (> train.teacher_cache_max_gb=%s); the teacher runs on "
+                    "every step instead", size / 2**30, max_gb)
+        return None
+    check_free_space(Path(root), size)
+    store = LayerStore.for_data(ds, teacher, identity, layer_map, root)
+    stored = int(store.known.sum())
+    log.info("teacher layers: %d of %d examples stored in %s; the run stores the others it visits (up to %.2f GB)",
+             stored, len(ds), store.directory, size / 2**30)
+    return store
+
+
+def teacher_sources(phases, chosen: dict[int, object]) -> dict[str, dict | str]:
+    """Per phase name, for metrics.json: how many batches ran the teacher (and were stored) and how many read the
+    stores; 'live' when the teacher runs on every batch, 'none' when no term reads it (hard labels alone)."""
+    out = {}
+    for p in phases:
+        t = chosen[id(p)]
+        if isinstance(t, WriteThroughTeacher):
+            out[p.name] = {"live_batches": t.live_batches, "stored_batches": t.stored_batches}
+        else:
+            out[p.name] = "live" if set(p.weights.active()) & set(TEACHER_TERMS) else "none"
+    return out

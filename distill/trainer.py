@@ -123,6 +123,9 @@ class TrainContext:
     # called with (metrics, step) after each evaluation; keeps the best model. Its ``best`` and
     # ``best_step`` attributes travel in checkpoints (see distill.run.BestCheckpoint)
     best: Callable[[dict[str, float], int], None] | None = None
+    # the teacher's stored outputs (distill.teacher_cache.TeacherStores): flushed with every checkpoint, and what
+    # the run knew to be stored travels in it
+    teacher_stores: object | None = None
 
 
 def train(
@@ -137,6 +140,8 @@ def train(
     progress: Progress = resume["progress"] if resume else Progress()
     if ctx.best is not None:
         ctx.best.best, ctx.best.best_step = progress.best, progress.best_step
+    if resume and ctx.teacher_stores is not None and resume.get("teacher_stores"):
+        ctx.teacher_stores.load_state_dict(resume["teacher_stores"])
     # the sampler draws each epoch's order from this generator; its state at epoch start is checkpointed
     generator = loader.sampler.generator
     with _StopSignals() as stop:
@@ -161,6 +166,12 @@ def train(
             progress = Progress(phase=index + 1, finished=progress.finished, best=progress.best,
                                 best_step=progress.best_step, nonfinite_skips=progress.nonfinite_skips)
     return progress.finished
+
+
+def planned_examples(phases: list[PhaseConfig], cfg: TrainConfig, n_examples: int) -> int:
+    """How many examples the phases will draw in all (steps x batch), for sizing what a run may store."""
+    batches = math.ceil(n_examples / cfg.batch_size)
+    return sum(_total_steps(p, cfg, batches) * cfg.batch_size * cfg.gradient_accumulation_steps for p in phases)
 
 
 def _total_steps(phase: PhaseConfig, cfg: TrainConfig, batches_per_epoch: int) -> int:
@@ -251,8 +262,18 @@ class _Phase:
                 batches = iter(self.loader)
             yield batches
             batches = None
+            self.end_epoch()
             self.progress.epoch += 1
             self.progress.batch_in_epoch = 0
+
+    def end_epoch(self) -> None:
+        """Record the epoch's examples and training seconds: the first epoch of a write-through phase runs the
+        teacher, later ones read its stored outputs, and their speeds differ."""
+        p, seconds = self.progress, self.train_seconds()
+        if p.examples > p.epoch_start_examples:
+            p.epochs.append({"epoch": p.epoch, "examples": p.examples - p.epoch_start_examples,
+                             "seconds": seconds - p.epoch_start_seconds})
+        p.epoch_start_examples, p.epoch_start_seconds = p.examples, seconds
 
     def add(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], batch) -> None:
         """Account for one batch's loss, summed on the device (read at log steps)."""
@@ -300,17 +321,26 @@ class _Phase:
         progress.running = {k: float(v) for k, v in progress.running.items()}  # tensors summed on the device
         if ctx.best is not None:
             progress.best, progress.best_step = ctx.best.best, ctx.best.best_step
+        stores = ctx.teacher_stores
+        if stores is not None:
+            stores.flush()
         saved = ctx.checkpoints.save(progress, self.sampler_state, ctx.accelerator.unwrap_model(self.model),
-                                     self.optimizer, self.scheduler) if ctx.accelerator.is_main_process else None
+                                     self.optimizer, self.scheduler, stores.state_dict() if stores is not None else None,
+                                     ) if ctx.accelerator.is_main_process else None
         progress.checkpoint_seconds += time.perf_counter() - started
         return saved
 
     def result(self) -> dict:
         self.bar.close()
         self.watch.check(self.phase.name, self.ctx.checkpoints.latest())
+        self.end_epoch()  # the epoch the phase's last step ended in
         p, seconds = self.progress, self.train_seconds()
+        rate = lambda epochs: sum(e["examples"] for e in epochs) / sum(e["seconds"] for e in epochs) \
+            if epochs and sum(e["seconds"] for e in epochs) > 0 else None  # noqa: E731
         return {"steps": p.step, "examples_seen": p.examples, "train_seconds": seconds,
                 "train_examples_per_second": p.examples / seconds if seconds > 0 else 0.0,
+                "epochs": p.epochs, "first_epoch_examples_per_second": rate(p.epochs[:1]),
+                "later_epochs_examples_per_second": rate(p.epochs[1:]),
                 "eval_seconds": p.eval_seconds, "checkpoint_seconds": p.checkpoint_seconds,
                 "losses": p.last_terms, "nonfinite_skips": p.nonfinite_skips}
 

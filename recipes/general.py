@@ -24,7 +24,7 @@ from distill.student import build_student, parameter_counts
 from distill.student_init import initialise, student_shape
 from distill.teacher import FrozenTeacher
 from distill.teacher_cache import teacher_for_phases, teacher_sources
-from distill.trainer import train
+from distill.trainer import planned_examples, train
 
 log = logging.getLogger("distill")
 
@@ -43,22 +43,24 @@ def run(cfg) -> dict:
                             type_vocab_size=teacher.config.type_vocab_size)
     done = initialise(student, teacher.model, init, layer_map, len(tokenizer))
     masker = TokenMasker(tokenizer, cfg.stage.loss.mlm_probability) if masked_lm else None
-    # a corpus whose mapped teacher layers fit train.teacher_cache_max_gb is run through the teacher once
-    corpus, teacher_of = teacher_for_phases(phases, corpus, teacher, tokenizer, path_identity(resolve_path(cfg.teacher.name_or_path)),
-                                            layer_map, cfg.stage.loss, train_cfg, cache_root(), masker)
+    # the first pass over each chunk runs the teacher and stores its mapped layers (when what the run may store fits
+    # train.teacher_cache_max_gb); later epochs read them
+    corpus, teacher_of, stores = teacher_for_phases(
+        phases, corpus, teacher, path_identity(resolve_path(cfg.teacher.name_or_path)), layer_map, cfg.stage.loss,
+        train_cfg, cache_root(), masker, visits=planned_examples(phases, train_cfg, len(corpus)))
 
     carry = ProjectionCarry()  # W_E / W_h go from phase to phase, and are saved for the task stage
     results = train(
         phases, lambda phase: carry.adopt(Objective(student, phase.weights, teacher_of[id(phase)], layer_map,
                                                     cfg.stage.loss, masker)),
         train_loader(corpus, tokenizer, train_cfg.batch_size, train_cfg.seed, train_cfg.group_by_length),
-        train_cfg, run.context(), run.resume,
+        train_cfg, run.context(teacher_stores=stores), run.resume,
     )
     if run.accelerator.is_main_process:
         rundir.save_model(run.accelerator.unwrap_model(student), tokenizer, run.model_dir, projections=carry)
     extra = {"layer_map": list(layer_map.targets) if layer_map else None, "init": dataclasses.asdict(init),
              "student_init": done, "teacher_mlm_head": teacher_mlm,
-             # per phase: teacher outputs read from the cache, or the teacher run on every step
+             # per phase: batches that ran the teacher and batches that read its stored outputs, or 'live'
              "teacher_outputs": teacher_sources(phases, teacher_of)}
     return rundir.finish(run, rundir.summary(cfg, results, parameter_counts(student), extra))
 

@@ -2,9 +2,10 @@
 
 Phase 1 (intermediate): embedding + hidden + attention losses from the
 fine-tuned teacher. Phase 2 (prediction): soft cross-entropy on the teacher's
-logits (plus hard labels if weighted). Both read the teacher's outputs from
-caches (its logits, and its mapped layers in float16 on disk when they fit
-``train.teacher_cache_max_gb``: one teacher forward per example, ever). The
+logits (plus hard labels if weighted). The teacher runs on the first pass over
+each example and its outputs are stored (its logits, and its mapped layers in
+float16 on disk when they fit ``train.teacher_cache_max_gb``); later passes,
+phases and runs read them (distill/teacher_cache.py). The
 student starts from the fine-tuned teacher's layers, embeddings and head
 (``stage.init``, e.g. ``recipe=fast``) or from the general student of the same
 shape. The checkpoint that scores best on the selection split is kept in
@@ -32,7 +33,7 @@ from distill.student import build_student, load_albert_body, parameter_counts
 from distill.student_init import copy_teacher_head, initialise, student_shape
 from distill.teacher import FrozenTeacher
 from distill.teacher_cache import teacher_for_phases, teacher_sources
-from distill.trainer import train
+from distill.trainer import planned_examples, train
 
 def run(cfg) -> dict:
     run = rundir.start(cfg)  # every check, before any data or model loads
@@ -43,10 +44,10 @@ def run(cfg) -> dict:
     teacher = FrozenTeacher(load_model(teacher_dir, head="sequence_classification", trained_head=True,
                                        field="teacher.finetuned")).to(run.accelerator.device)
     student, start_from = build_task_student(cfg, tokenizer, teacher, run.checked.layer_map)
-    # phases read the teacher's logits and mapped layers from caches instead of running it (when they fit)
-    data["train"], teacher_of = teacher_for_phases(cfg.stage.phases, data["train"], teacher, tokenizer,
-                                                   path_identity(teacher_dir), run.checked.layer_map, cfg.stage.loss,
-                                                   cfg.train, cache_root())
+    # the first pass runs the teacher and stores its logits and mapped layers; later passes (and runs) read them
+    data["train"], teacher_of, stores = teacher_for_phases(
+        cfg.stage.phases, data["train"], teacher, path_identity(teacher_dir), run.checked.layer_map, cfg.stage.loss,
+        cfg.train, cache_root(), visits=planned_examples(cfg.stage.phases, cfg.train, len(data["train"])))
 
     # W_E / W_h start from the general stage's (when the student is its) and go from phase to phase
     carry = ProjectionCarry.load(start_from.get("general_student"))
@@ -59,7 +60,7 @@ def run(cfg) -> dict:
         lambda phase: carry.adopt(Objective(student, phase.weights, teacher_of[id(phase)], run.checked.layer_map,
                                             cfg.stage.loss)),
         train_loader(data["train"], tokenizer, cfg.train.batch_size, cfg.train.seed, cfg.train.group_by_length),
-        cfg.train, run.context(evaluate=lambda: score("select"), best=best), run.resume,
+        cfg.train, run.context(evaluate=lambda: score("select"), best=best, teacher_stores=stores), run.resume,
     )
 
     evals = rundir.held_out_eval(best, score, results[-1]["steps"], plan, role="student")
@@ -70,7 +71,7 @@ def run(cfg) -> dict:
         "eval": evals, **speed, "best_step": best.best_step, "student_init": start_from, "teacher_dir": teacher_dir,
         "teacher_params": parameter_counts(teacher.model),
         "layer_map": list(run.checked.layer_map.targets) if run.checked.layer_map else None,
-        # per phase: teacher outputs read from the caches, or the teacher run on every step
+        # per phase: batches that ran the teacher and batches that read its stored outputs, or 'live'
         "teacher_outputs": teacher_sources(cfg.stage.phases, teacher_of),
         "train_examples": len(data["train"]), "augment": augmented.stats if augmented is not None else None,
     })
@@ -127,10 +128,12 @@ def measure_speed(cfg, run, texts: list[str]) -> dict:
     """CPU latency of the kept student against its teacher on ``texts``, in one process (distill.bench);
     figures in bench.json."""
     report = benchmark([cfg.teacher.finetuned, str(run.model_dir)], texts=texts, threads=cfg.bench.threads,
-                       repeats=cfg.bench.repeats, onnx=cfg.bench.onnx)
+                       repeats=cfg.bench.repeats, onnx=cfg.bench.onnx, rounds=cfg.bench.rounds)
     write_json(run.dir / "bench.json", report)
     mine = [r for r in report["results"] if r["model_dir"] == str(run.model_dir)]
     return {
+        # the median over bench.rounds interleaved rounds, and its min-max over them
         "speedup": {f"{r['engine']}_batch{r['batch_size']}": r["speedup"] for r in mine},
+        "speedup_range": {f"{r['engine']}_batch{r['batch_size']}": [r["speedup_min"], r["speedup_max"]] for r in mine},
         "latency_ms": {f"{r['engine']}_batch{r['batch_size']}": r["median_ms"] for r in mine},
     }

@@ -193,7 +193,7 @@ def test_killed_augmentation_continues_from_its_finished_shards(ws, tmp_path):
     # 60 rows, 6 held out to select checkpoints (distill.data.holdout_size): 54 are augmented
     assert stats["computed_examples"] == 54 - 32 and stats["examples"] == 54
     assert not list(directory.glob("tmp*"))
-    task = TaskConfig(name="sst2", data_dir=str(ws / "data"))
+    task = TaskConfig(name="sst2", data_dir=str(ws / "data"), select_holdout_by="containment")  # as conf/task/sst2.yaml
     uninterrupted = augment_train(load_task_splits(task)["train"], task, aug_cfg(ws, tmp_path / "whole"), progress=False)
     from datasets import Dataset, concatenate_datasets
 

@@ -94,7 +94,7 @@ def test_a_finetuned_teacher_without_its_classifier_is_refused(ws, tmp_path):
     shutil.copytree(ws / "teacher", liar)
     config = json.loads((liar / "config.json").read_text())
     (liar / "config.json").write_text(json.dumps({**config, "architectures": ["BertForSequenceClassification"]}))
-    cfg = compose_cfg(ws, "stage=task", f"teacher.finetuned={liar}", f"run_dir={tmp_path / 'b'}")
+    cfg = compose_cfg(ws, "stage=task", f"teacher.finetuned={liar}", f"run_dir={tmp_path / 'b'}", "general_student=null")
     with pytest.raises(ConfigError, match=r"has no trained sequence_classification head \(classifier.bias, "
                                           r"classifier.weight not in its weights\)"):
         run(cfg)
@@ -118,7 +118,7 @@ def test_truncated_teacher_weights(ws, tmp_path):
     shutil.copytree(ws / "finetuned", broken)
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    cfg = compose_cfg(ws, "stage=task", f"teacher.finetuned={broken}", f"run_dir={tmp_path / 'run'}")
+    cfg = compose_cfg(ws, "stage=task", f"teacher.finetuned={broken}", f"run_dir={tmp_path / 'run'}", "general_student=null")
     with pytest.raises(ConfigError, match=f"model {broken} cannot be loaded .*complete model directory"):
         run(cfg)
 
@@ -185,7 +185,8 @@ LATE_FAILURES = [
     (["recipe=distilbert", "student.num_layers=8", "student.hidden_size=32", "student.num_heads=4",
       "student.intermediate_size=20", "student.embedding_size=32"],
      r"^error: stage.layer_map: G\(1\) = 0 is out of range; teacher layers are 1..4"),
-    (["stage=task", "student.num_heads=2", "stage.loss.attention_head_reduction=mean", "stage.loss.tinybert_compat=true"],
+    (["stage=task", "general_student=null", "student.num_heads=2", "stage.loss.attention_head_reduction=mean",
+      "stage.loss.tinybert_compat=true"],
      r"^error: student.num_heads=2 but the teacher has 4 heads.*tinybert_compat=true has no head reduction"),
 ]
 

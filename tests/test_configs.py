@@ -23,7 +23,8 @@ def test_every_config_composes_with_every_stage(stage, group, option, tmp_path):
     obj = OmegaConf.to_object(cfg)
     # augment builds data and eval scores a model: no phases
     assert obj.stage.name in stage and (obj.stage.phases or obj.stage.name in ("augment", "eval"))
-    found = [p for p in problems(obj) if "does not exist" not in p]  # tmp_path has no data files
+    # tmp_path has no data files, and no general stage has run: what is missing on disk, not in the config
+    found = [p for p in problems(obj) if "does not exist" not in p and "would start a random student" not in p]
     assert not found, found
     assert obj.run_dir.startswith("runs/" + obj.stage.name)
 

@@ -256,3 +256,27 @@ def test_cache_identity_follows_the_files_not_the_path(tmp_path):
     write(moved / "model.safetensors", "retrained weights")
     assert path_identity(str(moved)) != before
     assert path_identity("org/hub-model") == ["org/hub-model"]
+
+
+def test_a_hub_teacher_is_identified_by_the_revision_it_resolves_to(tmp_path, monkeypatch):
+    """A hub name stands for whatever revision the local hub cache holds: a new revision gets new caches."""
+    import datasets
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets"))
+    repo = tmp_path / "hub" / "models--org--teacher"
+
+    def revision(commit: str, weights: str):
+        snapshot = repo / "snapshots" / commit
+        snapshot.mkdir(parents=True)
+        write(snapshot / "config.json", '{"hidden_size": 4}')
+        write(snapshot / "model.safetensors", weights)
+        (repo / "refs").mkdir(exist_ok=True)
+        write(repo / "refs" / "main", commit)
+        return path_identity("org/teacher")
+
+    first = revision("a" * 40, "weights of revision 1")
+    assert first != ["org/teacher"] and [name for name, _ in first] == ["config.json", "model.safetensors"]
+    assert revision("b" * 40, "weights of revision 2") != first
+    assert path_identity("org/not-downloaded") == ["org/not-downloaded"]

@@ -164,8 +164,12 @@ def test_benchmark_json_has_the_fields(student_dir, tiny_dir, exported, tmp_path
         assert r["padded_length"] == 12
     ref = rows[(str(student), "torch", 1)]
     other = rows[(str(tiny_dir), "torch", 1)]
-    assert ref["speedup"] == 1.0
-    assert other["speedup"] == pytest.approx(ref["median_ms"] / other["median_ms"])
+    assert ref["speedup"] == 1.0 and report["rounds"] == 3
+    # the median over rounds of each round's ratio (not the ratio of the pooled medians), with its spread
+    ratios = sorted(a / b for a, b in zip(ref["round_median_ms"], other["round_median_ms"]))
+    assert len(ratios) == 3 and other["speedup"] == pytest.approx(ratios[1])
+    assert (other["speedup_min"], other["speedup_max"]) == pytest.approx((ratios[0], ratios[2]))
+    assert other["median_ms"] == pytest.approx(sorted(other["round_median_ms"])[1])
     assert rows[(str(student), "onnx-int8", 1)]["speedup"] == 1.0
 
 

@@ -48,7 +48,11 @@ def test_teacher_general_task_chain(workspace):
 
     general = run(compose_cfg(workspace, "stage=general"))
     assert general["steps"] == 4 and set(general["losses"]) >= {"embedding", "hidden", "attention"}
-    assert general["teacher_outputs"] == {"general": "cached"}  # a tiny corpus fits the layer cache
+    # a tiny corpus fits the layer store: the teacher runs on the first epoch's 3 batches and the next epoch reads
+    epochs = general["phases"]["general"]["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1] and sum(e["examples"] for e in epochs) == general["examples_seen"]
+    assert general["teacher_outputs"] == {"general": {"live_batches": 3, "stored_batches": 1}}
+    assert general["phases"]["general"]["later_epochs_examples_per_second"] > 0
 
     task = run(compose_cfg(workspace, "stage=task"))
     run_dir = workspace / "runs" / "task" / "sst2" / "L2_H16_E8_A4_I20_shareall"
@@ -57,7 +61,12 @@ def test_teacher_general_task_chain(workspace):
     for key in ("stage", "task", "steps", "examples_seen", "train_seconds", "train_examples_per_second", "losses", "params", "eval"):
         assert key in metrics, key
     assert metrics["steps"] == 8 and metrics["examples_seen"] == 8 * 8
-    assert metrics["teacher_outputs"] == {"intermediate": "cached", "prediction": "cached"}
+    # 4 steps per phase, each over examples not stored yet: the first epoch runs the teacher (layers, then logits)
+    assert metrics["teacher_outputs"] == {"intermediate": {"live_batches": 4, "stored_batches": 0},
+                                          "prediction": {"live_batches": 4, "stored_batches": 0}}
+    for phase in metrics["phases"].values():  # one (partial) epoch each
+        assert [e["examples"] for e in phase["epochs"]] == [32] and phase["first_epoch_examples_per_second"] > 0
+        assert phase["later_epochs_examples_per_second"] is None
     for phase in metrics["phases"].values():  # training throughput per phase, evaluation and checkpoints apart
         assert phase["train_examples_per_second"] > 0 and phase["eval_seconds"] >= 0 and phase["checkpoint_seconds"] > 0
         assert phase["train_seconds"] > 0
@@ -65,8 +74,11 @@ def test_teacher_general_task_chain(workspace):
     assert set(metrics["losses"]) == {"embedding", "hidden", "attention", "soft_ce", "loss"}
     assert set(metrics["params"]) == {"total", "embedding", "non_embedding", "unique"}
     # picked on a holdout of train, reported on dev (GLUE-style: no test file)
-    assert set(metrics["eval"]) == {"student", "teacher", "student_select", "teacher_select", "selected_on", "reported_on"}
+    assert set(metrics["eval"]) == {"student", "teacher", "student_select", "teacher_select", "selected_on", "reported_on",
+                                    "holdout"}
     assert (metrics["eval"]["selected_on"], metrics["eval"]["reported_on"]) == ("train holdout", "dev")
+    # sst2 holds out whole sentences and drops their phrases from training; the tiny data has no phrases
+    assert metrics["eval"]["holdout"] == {"by": "containment", "held_out": 9, "train_rows_dropped": 0}
     assert metrics["student_init"]["general_student"].endswith("general/L2_H16_E8_A4_I20_shareall/model")
     # W_E / W_h (width 16 -> 32) learned in the general stage start the task stage (distill/projections.py)
     assert metrics["student_init"]["projections"].endswith("general/L2_H16_E8_A4_I20_shareall/model/projections.safetensors")

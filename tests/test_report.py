@@ -32,7 +32,7 @@ def sweep(tmp_path_factory):
     run(compose_cfg(ws, "stage=teacher"))
     sweep_dir = ws / "sweep"
     # 2 depths x 2 head counts: 3 heads do not divide the width 16, so those two members are skipped
-    args = overrides(ws, "stage=task", "student.num_layers=1,2", "student.num_heads=4,3",
+    args = overrides(ws, "stage=task", "general_student=null", "student.num_layers=1,2", "student.num_heads=4,3",
                      f"hydra.sweep.dir={sweep_dir}", "run_dir=${hydra:runtime.output_dir}")
     done = subprocess.run([sys.executable, "-m", "distill", "-m", *args], cwd=REPO, capture_output=True, text=True,
                           env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin",

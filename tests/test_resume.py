@@ -20,7 +20,8 @@ from distill.testing import write_tiny_workspace
 
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING = ("train_seconds", "train_examples_per_second", "examples_per_second", "eval_seconds", "checkpoint_seconds", "rss_mb")
+TIMING = ("train_seconds", "train_examples_per_second", "examples_per_second", "eval_seconds", "checkpoint_seconds", "rss_mb",
+          "seconds", "first_epoch_examples_per_second", "later_epochs_examples_per_second", "wall_seconds")
 
 KILLER = '''
 import os, signal
@@ -82,8 +83,11 @@ def args(root: Path, run_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def cli(root: Path, run_dir: Path, *extra: str, kill: tuple[str, int] | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+def cli(root: Path, run_dir: Path, *extra: str, kill: tuple[str, int] | None = None,
+        cache: str | None = None) -> subprocess.CompletedProcess:
+    # each run directory its own datasets cache (tokenized data, teacher stores) unless told to share one: a run
+    # that starts with the stores another run filled reads them from its first step
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_DATASETS_CACHE=str(root / "caches" / (cache or run_dir.name)))
     if kill:
         env.update(PYTHONPATH=f"{root / 'killer'}{os.pathsep}{REPO}", KILL_MODE=kill[0], KILL_AT=str(kill[1]))
     return subprocess.run([sys.executable, "-m", "distill", *args(root, run_dir, *extra)],
@@ -186,7 +190,7 @@ def test_overwrite_keeps_the_finished_run_until_the_new_one_finishes(setup, refe
     assert interrupted.returncode != 0 and not (run_dir / ".previous").exists()
     assert_same(run_dir, reference)
     # a replacement that finishes removes the old run
-    replaced = cli(setup, run_dir, "overwrite=true")
+    replaced = cli(setup, run_dir, "overwrite=true", cache="replacement")  # empty stores, as the reference had
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     assert not (run_dir / ".previous").exists()
     assert_same(run_dir, reference)
@@ -201,3 +205,19 @@ def test_resume_refuses_another_thread_count_unless_accepted(setup, reference):
     accepted = cli(setup, run_dir, "resume=true", "train.threads=2", "resume_accept=[train.threads]")
     assert accepted.returncode == 0, accepted.stderr[-3000:]
     assert (run_dir / "metrics.json").is_file()
+
+
+def test_a_run_that_reads_what_another_run_stored_ends_the_same(setup, reference):
+    """The losses read stored teacher outputs whichever run stored them: a second run of the same command with the
+    reference's stores runs the teacher on no batch and ends with the same weights, metrics and log."""
+    run_dir = setup / "runs" / "warm"
+    warm = cli(setup, run_dir, cache="reference")
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["teacher_outputs"] == {"intermediate": {"live_batches": 0, "stored_batches": 7},
+                                          "prediction": {"live_batches": 0, "stored_batches": 7}}
+    weights, metrics, log = outcome(run_dir)
+    ref_weights, ref_metrics, ref_log = reference
+    for name in weights:
+        assert torch.equal(weights[name], ref_weights[name]), name
+    assert {**metrics, "teacher_outputs": None} == {**ref_metrics, "teacher_outputs": None} and log == ref_log

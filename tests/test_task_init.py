@@ -1,4 +1,4 @@
-"""Task-stage initialisation from the fine-tuned (or pretrained) teacher, and cached teacher logits."""
+"""Task-stage initialisation from the fine-tuned (or pretrained) teacher, and stored teacher logits."""
 
 from pathlib import Path
 
@@ -20,7 +20,6 @@ from distill.objective import Objective
 from distill.student import _albert_core, build_student
 from distill.student_init import copy_teacher_layers, ffn_importance, initialise
 from distill.teacher import FrozenTeacher
-from distill.teacher_cache import CachedTeacher
 from distill.testing import write_tiny_teacher
 from recipes.task import build_task_student
 
@@ -73,10 +72,11 @@ def test_shared_block_from_the_mean_of_its_members(tiny_dir, tokenizer):
     torch.testing.assert_close(block.attention.key.weight, (t[2].attention.self.key.weight + t[3].attention.self.key.weight) / 2)
 
 
-def test_cached_logits_give_the_live_teachers_loss(tiny_dir, tokenizer, padded_batch):
+def test_stored_logits_give_the_live_teachers_loss(tiny_dir, tokenizer, padded_batch, tmp_path):
     from datasets import Dataset
 
-    from distill.teacher import with_teacher_logits
+    from distill.config import LossOptions, PhaseConfig, TrainConfig
+    from distill.teacher_cache import INDEX_COLUMN, teacher_for_phases
 
     teacher = FrozenTeacher(load_model(str(tiny_dir), head="sequence_classification"))
     student = use_score_attention(build_student(StudentShape(num_layers=2, hidden_size=16, embedding_size=8, num_heads=4,
@@ -85,13 +85,17 @@ def test_cached_logits_give_the_live_teachers_loss(tiny_dir, tokenizer, padded_b
     rows = {k: [ids[m.bool()].tolist() for ids, m in zip(v, padded_batch["attention_mask"])]
             for k, v in padded_batch.items() if k not in ("labels",)}
     rows["labels"] = padded_batch["labels"].tolist()
-    # one row at a time: each example's logits are computed without the others' padding
-    cached = with_teacher_logits(Dataset.from_dict(rows), teacher, tokenizer, identity="t", batch_size=1)
-    batch = dict(padded_batch, teacher_logits=torch.tensor(cached["teacher_logits"]))
-    weights = LossWeights(soft_ce=1.0, hard_ce=1.0)
-    live, live_terms = Objective(student, weights, teacher)(batch)
-    from_cache, cache_terms = Objective(student, weights, CachedTeacher(teacher.config))(batch)
-    torch.testing.assert_close(from_cache, live, atol=1e-6, rtol=0)
+    phase = PhaseConfig(name="prediction", weights=LossWeights(soft_ce=1.0, hard_ce=1.0))
+    ds, chosen, _ = teacher_for_phases([phase], Dataset.from_dict(rows), teacher, "t", None, LossOptions(), TrainConfig(),
+                                       tmp_path)
+    stand_in = chosen[id(phase)]
+    stand_in.fill(ds, tokenizer, batch_size=1)  # one row at a time: each example's logits without the others' padding
+    assert stand_in.live_batches == 4 and stand_in.logits.known.all()
+    batch = dict(padded_batch, **{INDEX_COLUMN: torch.arange(4)})
+    live, live_terms = Objective(student, phase.weights, teacher)(batch)
+    stored, _ = Objective(student, phase.weights, stand_in)(batch)
+    assert stand_in.stored_batches == 1 and stand_in.live_batches == 4  # read, not run
+    torch.testing.assert_close(stored, live, atol=1e-6, rtol=0)
     assert live_terms["soft_ce"] > 0
 
 

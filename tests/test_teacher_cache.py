@@ -1,4 +1,5 @@
-"""Teacher outputs read from disk (distill/teacher_cache.py) and a teacher cut at its deepest mapped layer."""
+"""Teacher outputs stored as training computes them and read back (distill/teacher_cache.py), and a teacher cut at
+its deepest mapped layer."""
 
 import os
 
@@ -17,8 +18,10 @@ from distill.student import build_student
 from distill.teacher import FrozenTeacher
 from distill.teacher_cache import (
     INDEX_COLUMN,
-    CachedTeacher,
-    build_layer_cache,
+    LayerStore,
+    LogitStore,
+    WriteThroughTeacher,
+    _layer_store,
     cache_bytes,
     cache_problem,
     mapped_layers,
@@ -38,6 +41,14 @@ def rows_of(batch, labels=True):
     if labels:
         rows["labels"] = batch["labels"].tolist()
     return Dataset.from_dict(rows)
+
+
+def build_layer_cache(rows, teacher, tokenizer, identity, layer_map, root, batch_size=128):
+    """``rows`` with an index column and a layer store filled for every row (what a run's later epochs read)."""
+    ds = rows.add_column(INDEX_COLUMN, list(range(len(rows))))
+    store = LayerStore.for_data(ds, teacher, identity, layer_map, root)
+    WriteThroughTeacher(teacher, layers=store).fill(ds, tokenizer, batch_size)
+    return ds, store
 
 
 def student_for(tokenizer, heads=4):
@@ -72,13 +83,13 @@ def test_the_objective_runs_the_teacher_only_as_deep_as_its_terms_read(teacher, 
 @pytest.mark.parametrize("map_", [[1, 3], [2, 4]])
 def test_cached_layers_give_the_live_teachers_losses(teacher, tokenizer, padded_batch, tmp_path, map_):
     layer_map = LayerMap(map_, 2, 4)
-    ds, cache = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", layer_map, tmp_path, max_gb=1.0,
+    ds, cache = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", layer_map, tmp_path,
                                   batch_size=3)  # length-sorted batches of 3: rows padded differently than here
     batch = dict(padded_batch, **{INDEX_COLUMN: torch.tensor(ds[INDEX_COLUMN])})
     student = student_for(tokenizer)
     weights = LossWeights(embedding=1.0, hidden=1.0, attention=1.0)
     live = Objective(student, weights, teacher, layer_map)
-    cached = Objective(student, weights, CachedTeacher(teacher.config, cache), layer_map)
+    cached = Objective(student, weights, WriteThroughTeacher(teacher, layers=cache), layer_map)
     cached.load_state_dict(live.state_dict())  # the same projections
     live_total, live_terms = live(batch)
     cached_total, cached_terms = cached(batch)
@@ -88,21 +99,23 @@ def test_cached_layers_give_the_live_teachers_losses(teacher, tokenizer, padded_
     torch.testing.assert_close(cached_total, live_total, rtol=2e-3, atol=1e-4)
 
 
-def test_the_size_estimate_is_the_size_written(teacher, tokenizer, padded_batch, tmp_path):
+def test_the_size_estimate_is_the_size_allocated_and_the_cap_counts_what_a_run_visits(teacher, tokenizer, padded_batch,
+                                                                                         tmp_path):
     layer_map = LayerMap([1, 3], 2, 4)
-    ds, cache = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", layer_map, tmp_path, max_gb=1.0)
+    ds, cache = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", layer_map, tmp_path)
     lengths = padded_batch["attention_mask"].sum(1).numpy()
     hidden, scores = mapped_layers(layer_map)
     expected = cache_bytes(lengths, len(hidden), teacher.config.hidden_size, len(scores), teacher.config.num_attention_heads)
     written = sum(os.path.getsize(cache.directory / f) for f in ("hidden.f16", "scores.f16"))
-    assert written == expected
-    assert build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", layer_map, tmp_path / "small",
-                             max_gb=expected / 2**30 / 2) is None, "a cache over max_gb is not written"
+    assert written == expected == cache.meta["bytes"]
+    # over the cap: no store (the teacher runs live); a run that visits a quarter of the examples stores a quarter
+    assert _layer_store(ds, teacher, "t", layer_map, tmp_path / "small", expected / 2**30 / 2, None) is None
+    assert _layer_store(ds, teacher, "t", layer_map, tmp_path / "small", expected / 2**30 / 2, len(ds) // 4) is not None
 
 
 def test_the_cache_is_rebuilt_when_teacher_data_layer_map_or_max_length_change(teacher, tokenizer, padded_batch, tmp_path):
     def directory(rows, identity="t", map_=(1, 3)):
-        return build_layer_cache(rows, teacher, tokenizer, identity, LayerMap(list(map_), 2, 4), tmp_path, 1.0)[1].directory
+        return build_layer_cache(rows, teacher, tokenizer, identity, LayerMap(list(map_), 2, 4), tmp_path)[1].directory
 
     base = rows_of(padded_batch)
     first = directory(base)
@@ -126,17 +139,57 @@ def test_phases_get_the_cache_they_can_read(teacher, tokenizer, padded_batch, tm
     hard = PhaseConfig(name="hard", weights=LossWeights(hard_ce=1.0))
     phases = [layers, logits, hard]
     layer_map = LayerMap([1, 3], 2, 4)
-    ds, chosen = teacher_for_phases(phases, rows_of(padded_batch), teacher, tokenizer, "t", layer_map, LossOptions(),
-                                    TrainConfig(), tmp_path)
-    assert {"teacher_logits", INDEX_COLUMN} <= set(ds.column_names)
-    assert all(isinstance(chosen[id(p)], CachedTeacher) for p in (layers, logits))  # hard labels run no teacher
-    # TinyBERT's unmasked formulas score padding, which the cache does not hold: the live teacher
-    _, compat = teacher_for_phases(phases, rows_of(padded_batch), teacher, tokenizer, "t", layer_map,
-                                   LossOptions(tinybert_compat=True), TrainConfig(), tmp_path)
+    ds, chosen, stores = teacher_for_phases(phases, rows_of(padded_batch), teacher, "t", layer_map, LossOptions(),
+                                            TrainConfig(), tmp_path)
+    assert INDEX_COLUMN in ds.column_names and "teacher_logits" not in ds.column_names  # no pass before training
+    assert chosen[id(layers)].layers is not None and chosen[id(layers)].logits is None
+    assert chosen[id(logits)].logits is not None and chosen[id(logits)].layers is None
+    assert chosen[id(hard)] is teacher  # hard labels run no teacher (the objective does not call it)
+    assert [type(s) for s in stores.stores] == [LogitStore, LayerStore]
+    # TinyBERT's unmasked formulas score padding, which the stores do not hold: the live teacher
+    _, compat, _ = teacher_for_phases(phases, rows_of(padded_batch), teacher, "t", layer_map,
+                                      LossOptions(tinybert_compat=True), TrainConfig(), tmp_path)
     assert compat[id(layers)] is teacher
-    _, off = teacher_for_phases(phases, rows_of(padded_batch), teacher, tokenizer, "t", layer_map, LossOptions(),
-                                TrainConfig(cache_teacher_layers=False), tmp_path)
-    assert off[id(layers)] is teacher and isinstance(off[id(logits)], CachedTeacher)
+    _, off, _ = teacher_for_phases(phases, rows_of(padded_batch), teacher, "t", layer_map, LossOptions(),
+                                   TrainConfig(cache_teacher_layers=False), tmp_path)
+    assert off[id(layers)] is teacher and isinstance(off[id(logits)], WriteThroughTeacher)
+
+
+def test_the_first_pass_runs_the_teacher_and_stores_what_it_visits_later_passes_read(teacher, tokenizer, tmp_path):
+    from distill.config import PhaseConfig
+    from distill.data import train_loader
+
+    texts = [f"the film {'was very ' * (i % 4)}good number {i}" for i in range(12)]
+    rows = Dataset.from_dict({**tokenizer(texts), "labels": [i % 2 for i in range(12)]})
+    both = PhaseConfig(name="distil", weights=LossWeights(hidden=1.0, attention=1.0, soft_ce=1.0))
+    layer_map = LayerMap([1, 3], 2, 4)
+    ds, chosen, stores = teacher_for_phases([both], rows, teacher, "t", layer_map, LossOptions(), TrainConfig(), tmp_path)
+    stand_in = chosen[id(both)]
+    forwards = []
+    hook = teacher.model.base_model.register_forward_pre_hook(lambda *a: forwards.append(1))
+    student = student_for(tokenizer)
+    objective = Objective(student, both.weights, stand_in, layer_map)
+    reference = Objective(student, both.weights, teacher, layer_map)
+    reference.load_state_dict(objective.state_dict())
+    batches = list(train_loader(ds, tokenizer, 4, 0, True))
+    objective(batches[0])  # one batch: only its examples are stored
+    assert len(forwards) == 1
+    assert sorted(map(int, batches[0][INDEX_COLUMN])) == [i for i in range(12) if stand_in.layers.known[i]]
+    assert (stand_in.layers.known == stand_in.logits.known).all()
+    first = [objective(b)[0] for b in batches[1:]]
+    assert len(forwards) == 3 and stand_in.live_batches == 3 and stand_in.stored_batches == 0
+    assert stand_in.layers.known.all() and stand_in.logits.known.all()
+    second = [objective(b)[0] for b in batches[1:]]  # the next epoch: read, no teacher
+    assert len(forwards) == 3 and stand_in.stored_batches == 2
+    hook.remove()
+    for a, b, batch in zip(first, second, batches[1:]):
+        assert torch.equal(a, b)  # a pass that ran the teacher reads back what it stored: the same numbers
+        torch.testing.assert_close(a, reference(batch)[0], rtol=2e-3, atol=1e-4)  # and the live teacher's, to float16
+    # another run finds them on disk once flushed (before a checkpoint, and at the end)
+    assert not LayerStore(stand_in.layers.directory, stand_in.layers.meta).known.any()
+    stores.flush()
+    _, again, _ = teacher_for_phases([both], rows, teacher, "t", layer_map, LossOptions(), TrainConfig(), tmp_path)
+    assert again[id(both)].layers.known.all() and again[id(both)].logits.known.all()
 
 
 @pytest.mark.parametrize("weights", [LossWeights(embedding=1.0, hidden=1.0, attention=1.0), LossWeights(soft_ce=1.0)])
@@ -178,27 +231,32 @@ def test_a_teacher_rewritten_with_the_same_size_and_mtime_gets_a_new_cache(teach
     after = path_identity(str(model))
     assert after != before
     layer_map = LayerMap([1, 3], 2, 4)
-    old = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, before, layer_map, tmp_path, 1.0)[1].directory
-    new = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, after, layer_map, tmp_path, 1.0)[1].directory
+    old = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, before, layer_map, tmp_path)[1].directory
+    new = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, after, layer_map, tmp_path)[1].directory
     assert old != new
 
 
-@pytest.mark.parametrize("damage", ["truncated", "meta"])
+@pytest.mark.parametrize("damage", ["truncated", "meta", "filled"])
 def test_a_damaged_cache_is_rebuilt_not_read(teacher, tokenizer, padded_batch, tmp_path, damage):
     import json
 
     layer_map = LayerMap([1, 3], 2, 4)
-    ds, cache = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", layer_map, tmp_path, 1.0)
+    ds, cache = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", layer_map, tmp_path)
     directory = cache.directory
     good = {name: (directory / name).read_bytes() for name in ("hidden.f16", "scores.f16")}
-    if damage == "truncated":  # a copy cut short, or a disk that filled up
+    if damage == "truncated":  # a copy cut short
         (directory / "hidden.f16").write_bytes(good["hidden.f16"][:10])
-    else:  # written by another teacher under the same key (or by hand)
+    elif damage == "meta":  # written by another teacher under the same key (or by hand)
         meta = json.loads((directory / "meta.json").read_text())
         (directory / "meta.json").write_text(json.dumps({**meta, "teacher": "another"}))
-    assert cache_problem(directory, "t") is not None
-    _, rebuilt = build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", layer_map, tmp_path, 1.0)
-    assert rebuilt.directory == directory and cache_problem(directory, "t") is None
+    else:
+        (directory / "filled.npy").write_bytes(b"not numpy")
+    sizes = {"hidden.f16": len(good["hidden.f16"]), "scores.f16": len(good["scores.f16"])}
+    assert cache_problem(directory, cache.meta, sizes) is not None
+    rebuilt = LayerStore.for_data(ds, teacher, "t", layer_map, tmp_path)
+    assert rebuilt.directory == directory and not rebuilt.known.any()  # nothing of the damaged store is read
+    assert cache_problem(directory, cache.meta, sizes) is None
+    WriteThroughTeacher(teacher, layers=rebuilt).fill(ds, tokenizer)
     assert {name: (directory / name).read_bytes() for name in good} == good
 
 
@@ -212,7 +270,7 @@ def test_a_cache_larger_than_the_free_disk_is_refused_before_writing(teacher, to
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))
     with pytest.raises(DiskSpaceError, match=r"teacher layers: the cache needs 0.00 GB but .* has 0.00 GB free; free space "
                                              r"\(python -m distill cache list\|clear\)"):
-        build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", LayerMap([1, 3], 2, 4), tmp_path, 1.0)
+        _layer_store(rows_of(padded_batch), teacher, "t", LayerMap([1, 3], 2, 4), tmp_path, 1.0, None)
     assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")]  # nothing written
 
 
@@ -225,13 +283,13 @@ def test_cache_list_and_clear(teacher, tokenizer, padded_batch, tmp_path, monkey
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path))
     root = tmp_path / "distill"
     for map_ in ([1, 3], [2, 4]):
-        build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", LayerMap(map_, 2, 4), root, 1.0)
+        build_layer_cache(rows_of(padded_batch), teacher, tokenizer, "t", LayerMap(map_, 2, 4), root)
     names = sorted(p.name for p in root.iterdir() if p.name.startswith("teacher_layers-") and not p.name.endswith(".lock"))
     assert cache(["list"]) == 0
     listed = capsys.readouterr().out
-    sizes = {n: sum(f.stat().st_size for f in (root / n).rglob("*")) for n in names}
+    sizes = {n: sum(f.stat().st_blocks * 512 for f in (root / n).rglob("*")) for n in names}  # on disk
     for name in names:
-        assert f"{sizes[name] / 2**20:10.1f} MiB" in listed and name in listed and "4 examples" in listed
+        assert f"{sizes[name] / 2**20:10.1f} MiB" in listed and name in listed and "4 of 4 examples" in listed
     assert f"in 2 caches under {root}" in listed
     with pytest.raises(ConfigError, match="no cache named nope"):
         cache(["clear", "nope"])
