@@ -390,7 +390,7 @@ def format_report(report: dict) -> str:
         body.append((r["row"], f"{r['examples_per_s']:.1f}", f"{r['tokens_per_s']:.0f}", f"{r['peak_memory_mb']:.0f}", speed, diff))
     lines.append(text_table(header, body))
     ratio = next(r["vs_hard_labels"] for r in report["results"] if "vs_hard_labels" in r)
-    lines += ["", f"(b) with cached logits / hard labels alone: {ratio:.2f}x (median of per-window ratios on the same batches)"]
+    lines += ["", f"(b) with stored logits / hard labels alone: {ratio:.2f}x (median of per-window ratios on the same batches)"]
     return "\n".join(lines)
 
 

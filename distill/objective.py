@@ -127,7 +127,8 @@ class Objective(nn.Module):
             inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
             s = Intermediates(hidden_states=(), attention_scores=(), logits=self.student(**inputs).logits)
         # a teacher that no active term reads is not run (hard labels alone)
-        t = self.teacher(batch, logits_at=masked, depth=self.teacher_depth) if self.teacher is not None and self.reads_teacher else None
+        t = self.teacher(batch, logits_at=masked, depth=self.teacher_depth, layers=self.reads_layers) \
+            if self.teacher is not None and self.reads_teacher else None
         mask = batch["attention_mask"]
         token_mask = None if self.options.tinybert_compat else mask
         terms: dict[str, torch.Tensor] = {}

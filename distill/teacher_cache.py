@@ -41,7 +41,7 @@ from datasets.fingerprint import Hasher
 from filelock import FileLock
 from transformers import DataCollatorWithPadding
 
-from distill.attention import Intermediates, fast_attention
+from distill.attention import Intermediates
 from distill.config import TEACHER_TERMS
 from distill.errors import DiskSpaceError
 from distill.files import building_dir
@@ -278,18 +278,15 @@ class WriteThroughTeacher:
         return self.teacher.config
 
     def __call__(self, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None,
-                 depth: int | None = None) -> Intermediates:
+                 depth: int | None = None, layers: bool = True) -> Intermediates:
         ids = batch[INDEX_COLUMN].tolist()
         if all(store.has(ids) for store in self.stores):
             self.stored_batches += 1
             return self._read(batch, ids)
         self.live_batches += 1
         inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
-        if self.layers is None:  # logits alone: the fused attention, no hidden states kept
-            with torch.no_grad(), fast_attention(self.teacher.model):
-                out = Intermediates(hidden_states=(), attention_scores=(), logits=self.teacher.model(**inputs).logits)
-        else:
-            out = self.teacher(inputs, logits_at, depth)
+        # logits alone: the fused attention, no hidden states kept
+        out = self.teacher(inputs, logits_at, depth, layers=self.layers is not None)
         for store in self.stores:
             store.write(ids, out, batch["attention_mask"])
         # what the loss reads is always the stored values (float16 layers): the same whether this run, an earlier

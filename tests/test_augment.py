@@ -245,7 +245,7 @@ def test_task_stage_trains_on_augmented_train_and_untouched_dev(tmp_path):
     extra = ("augment.enabled=true", "augment.copies=4", "augment.num_candidates=3", "stage.phases.1.weights.hard_ce=1.0",
              "bench.enabled=false")
     built = run(compose_cfg(ws, "stage=augment", *extra[:3]))
-    metrics = run(compose_cfg(ws, "stage=task", *extra))
+    metrics = run(compose_cfg(ws, "stage=task", "general_student=null", *extra))
     assert metrics["augment"]["directory"] == built["directory"] and metrics["augment"]["computed_examples"] == 0
     assert metrics["train_examples"] == built["rows"] > 2 * 36
     assert np.isfinite(metrics["losses"]["hard_ce"]) and np.isfinite(metrics["losses"]["soft_ce"])
