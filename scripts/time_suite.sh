@@ -4,5 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
-summary=$(bash scripts/setup.sh && .venv/bin/python -m pytest -q 2>&1 | tail -1)
-echo "$(date -u +%F) $summary; set-up and suite $((SECONDS - start)) s" | tee results/suite_time.txt
+bash scripts/setup.sh
+rc=0
+out=$(.venv/bin/python -m pytest -q 2>&1) || rc=$?
+echo "$out" | tail -30
+echo "$(date -u +%F) $(echo "$out" | tail -1); exit code $rc; set-up and suite $((SECONDS - start)) s" \
+  | tee results/suite_time.txt
+exit $rc
