@@ -153,28 +153,32 @@ def cache_root() -> Path:
     return Path(datasets.config.HF_DATASETS_CACHE) / "distill"
 
 
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's content, kept in ``<cache_root>/file_hashes.json`` by (path, size, mtime, ctime,
+def file_hashes(paths: list[Path]) -> list[str]:
+    """The SHA-256 of each file's content, kept in ``<cache_root>/file_hashes.json`` by (path, size, mtime, ctime,
     inode): computed once per file version. Any write changes ctime, so a file rewritten with the same size and
-    mtime is hashed again."""
-    st = path.stat()
-    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+    mtime is hashed again. The memo is read once and written once per call."""
     memo_file = cache_root() / "file_hashes.json"
     try:
         memo = json.loads(memo_file.read_text())
     except (OSError, ValueError):
         memo = {}
-    if key not in memo:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        memo[key] = digest.hexdigest()
+    out, added = [], False
+    for path in paths:
+        st = path.stat()
+        key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
+        if key not in memo:
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            memo[key], added = digest.hexdigest(), True
+        out.append(memo[key])
+    if added:
         try:
             write_json(memo_file, memo)
         except OSError:  # a read-only cache still identifies; it only hashes again next time
             pass
-    return memo[key]
+    return out
 
 
 def path_identity(path: str | None):
@@ -193,7 +197,7 @@ def path_identity(path: str | None):
             return [str(path)]
     files = sorted(f for f in p.rglob("*") if f.is_file() and not any(fnmatch(f.name, g) for g in NOT_MODEL_FILES)) \
         if p.is_dir() else [p]
-    return [(str(f.relative_to(p) if p.is_dir() else f.name), file_sha256(f)) for f in files]
+    return [(str(f.relative_to(p) if p.is_dir() else f.name), digest) for f, digest in zip(files, file_hashes(files))]
 
 
 def _hub_snapshot(name: str) -> Path | None:

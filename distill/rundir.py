@@ -82,6 +82,10 @@ def _check_same_config(run_dir: Path, cfg: Config) -> None:
         )
 
 
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def _set_aside(run_dir: Path) -> None:
     """overwrite=true: move the run in ``run_dir`` into ``run_dir/.previous`` (renames, nothing copied) instead of
     deleting it. An unfinished run's files are deleted instead when a finished one is already set aside."""
@@ -95,7 +99,7 @@ def _set_aside(run_dir: Path) -> None:
         if keep:
             os.replace(target, previous / name)
         else:
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+            _remove(target)
     if keep:
         log.info("overwrite=true: the previous run is kept in %s until this one finishes", previous)
 
@@ -109,7 +113,7 @@ def restore_previous(run_dir: str | Path) -> bool:
         return False
     for name in RUN_FILES:
         target = run_dir / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        _remove(target)
         if (previous / name).exists():
             os.replace(previous / name, target)
     shutil.rmtree(previous)
@@ -142,8 +146,7 @@ def start(cfg: Config) -> Run:
         _set_aside(run_dir)
     elif existing and resume_from is None:
         for name in RUN_FILES:
-            target = run_dir / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+            _remove(run_dir / name)
     resume = None
     if resume_from is not None:
         _check_same_config(run_dir, cfg)

@@ -189,10 +189,12 @@ class LayerStore(_Store):
         self.scores = np.memmap(directory / "scores.f16", np.float16, "r+", shape=(max(int(self.score_offsets[-1]), 1),))
 
     @classmethod
-    def for_data(cls, ds, teacher: FrozenTeacher, identity, layer_map: LayerMap, root: Path) -> LayerStore:
+    def for_data(cls, ds, teacher: FrozenTeacher, identity, layer_map: LayerMap, root: Path,
+                 lengths: np.ndarray | None = None) -> LayerStore:
+        """``lengths``: ``token_lengths(ds)``, when the caller has it already."""
         hidden_layers, score_layers = mapped_layers(layer_map)
         cfg = teacher.config
-        lengths = token_lengths(ds)
+        lengths = token_lengths(ds) if lengths is None else lengths
         token_offsets = np.concatenate([[0], np.cumsum(lengths)])
         score_offsets = np.concatenate([[0], np.cumsum(len(score_layers) * cfg.num_attention_heads * lengths**2)])
         meta = {"examples": len(ds), "hidden_layers": hidden_layers, "score_layers": score_layers,
@@ -400,7 +402,7 @@ def _layer_store(ds, teacher, identity, layer_map, root: Path, max_gb: float, vi
                     "every step instead", size / 2**30, max_gb)
         return None
     check_free_space(Path(root), size)
-    store = LayerStore.for_data(ds, teacher, identity, layer_map, root)
+    store = LayerStore.for_data(ds, teacher, identity, layer_map, root, lengths)
     stored = int(store.known.sum())
     log.info("teacher layers: %d of %d examples stored in %s; the run stores the others it visits (up to %.2f GB)",
              stored, len(ds), store.directory, size / 2**30)
