@@ -301,7 +301,7 @@ def test_every_python_m_in_the_scripts_and_readme_names_a_runnable_module():
     import re
 
     root = Path(__file__).parent.parent
-    texts = [p.read_text() for p in [root / "README.md", *sorted((root / "scripts").glob("*.sh"))]]
+    texts = [p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md")), *sorted((root / "scripts").glob("*.sh"))]]
     modules = {m for text in texts for m in re.findall(r"-m (distill[\w.]*)", text)}
     assert "distill" in modules
     for module in modules - {"distill"}:
