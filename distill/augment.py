@@ -11,7 +11,7 @@ input word-piece embeddings (a multi-piece word is the mean of its pieces), or
 a word-vector file (GloVe's text format), as TinyBERT does with GloVe.
 
 Speed: TinyBERT runs one unbatched forward per word and a full-vocabulary
-argsort per neighbour query (``distill.augment_reference`` keeps that
+argsort per neighbour query (``distill.reference.augment`` keeps that
 algorithm for parity tests and ``scripts/bench_augment.py``). Here the masked
 positions of many examples go through the model together in length-sorted
 batches, with the vocabulary head applied at the masked positions only, and

@@ -1,6 +1,6 @@
 """Latency, throughput, parameters and FLOPs of saved classifiers, measured side by side.
 
-(``python -m distill bench train ...`` measures training steps instead: distill/bench_train.py.)
+(``python -m distill bench train ...`` measures training steps instead: distill/reference/bench_train.py.)
 
 ``python -m distill bench <model_dir> [<model_dir> ...] [--dev-tsv PATH | --length N] [--threads 2]
 [--repeats 20] [--rounds 3] [--onnx] [--json out.json]``
@@ -47,20 +47,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from distill.export import (
-    ExportError,
-    check_model_dir,
-    encode,
-    export_onnx,
-    load_classifier,
-    max_length,
-    onnx_logits,
-    parity,
-    require_onnx,
-    session,
-)
 from distill.data import read_texts
-from distill.files import write_json
+from distill.errors import ExportError
+from distill.export import encode, export_onnx, max_length, onnx_logits, parity, require_onnx, session
+from distill.files import text_table, write_json
+from distill.hf import check_model_dir, load_classifier
 from distill.student import parameter_counts
 
 BATCH_SIZES = (1, 32)
@@ -258,11 +249,6 @@ def _ort_version() -> str:
     return onnxruntime.__version__
 
 
-def text_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in [header, tuple("-" * w for w in widths), *rows])
-
-
 def format_report(report: dict) -> str:
     """The plain-text tables: one row per model, then one per model, engine and batch size."""
     models = text_table(
@@ -286,10 +272,6 @@ def format_report(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["train"]:  # training throughput: distill/bench_train.py
-        from distill.bench_train import main as train_main
-
-        return train_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m distill bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dirs", nargs="+", help="saved model directories; the first is the speed-up reference")
     source = parser.add_mutually_exclusive_group()

@@ -1,7 +1,7 @@
 """The one ``distill`` command: ``python -m distill`` (or ``distill`` once installed).
 
 - ``python -m distill [stage=...] [key=value ...]``: run a stage, configured by Hydra overrides of
-  ``conf/`` (``-m`` sweeps, ``--help`` lists the config groups, ``--cfg job`` prints the config).
+  ``distill/conf`` (``-m`` sweeps, ``--help`` lists the config groups, ``--cfg job`` prints the config).
 - ``python -m distill bench <model dirs> ...``: latency, parameters and FLOPs of saved classifiers;
   ``python -m distill bench train ...``: training throughput against the TinyBERT setup.
 - ``python -m distill export onnx <model dir> ...``: ONNX export, parity check, int8.
@@ -20,16 +20,11 @@ import os
 import sys
 from collections.abc import Callable
 
-from distill.errors import DistillError
+from distill.errors import DistillError, report_error
 
-# subcommand -> module whose ``main(argv) -> int`` parses that subcommand's arguments
-TOOLS = {"bench": "distill.bench", "cache": "distill.caches", "export": "distill.export", "report": "distill.report"}
-
-
-def report_error(err: DistillError) -> int:
-    for line in str(err).splitlines() or [type(err).__name__]:
-        print(f"{err.prefix}: {line}", file=sys.stderr)
-    return err.exit_code
+# subcommand -> module whose ``main(argv) -> int`` parses the rest of the arguments; the longest match wins
+TOOLS = {("bench",): "distill.bench", ("bench", "train"): "distill.reference.bench_train", ("cache",): "distill.caches",
+         ("export",): "distill.export", ("report",): "distill.report"}
 
 
 def exit_code(run: Callable[[], int | None]) -> int:
@@ -42,10 +37,11 @@ def exit_code(run: Callable[[], int | None]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in TOOLS:
-        tool = importlib.import_module(TOOLS[argv[0]])
-        return exit_code(lambda: tool.main(argv[1:]))
-    from distill.__main__ import stage_command  # reports its errors with report_error (inside Hydra's job)
+    for words in sorted(TOOLS, key=len, reverse=True):
+        if tuple(argv[:len(words)]) == words:
+            tool = importlib.import_module(TOOLS[words])
+            return exit_code(lambda: tool.main(argv[len(words):]))
+    from distill.stage_command import stage_command  # reports its errors with report_error (inside Hydra's job)
 
     sys.argv = [sys.argv[0], *argv]  # Hydra reads its overrides from sys.argv
     # Hydra raises what it cannot compose instead of printing a traceback and exiting 1: stage_command makes it one line

@@ -369,7 +369,7 @@ class Config:
     # the saved classifier stage=eval scores (any model directory a run or distill.export wrote)
     model: str | None = None
     runs_root: str = "runs"
-    # where this run writes (set per stage in conf/stage/*.yaml)
+    # where this run writes (set per stage in distill/conf/stage/*.yaml)
     run_dir: str = "${runs_root}/${stage.name}"
     # the general student the task stage starts from when stage.init.layers=random: a saved model directory
     # (it must exist), 'auto' (the general stage's student of this shape, ${runs_root}/general/<student tag>/model,
@@ -412,3 +412,14 @@ if not OmegaConf.has_resolver("model_tag"):
     OmegaConf.register_new_resolver("model_tag", model_tag)
 
 ConfigStore.instance().store(name="schema", node=Config)
+
+# where the configs live: inside the package, so an installed wheel has them (Hydra's pkg:// search path)
+CONFIG_MODULE = "distill.conf"
+
+
+def compose_config(overrides: list[str] = ()) -> Config:
+    """The typed config ``python -m distill <overrides>`` would run, without running it (scripts, tests)."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        return OmegaConf.to_object(compose("config", overrides=list(overrides)))

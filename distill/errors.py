@@ -2,9 +2,11 @@
 
 ``distill.cli`` catches ``DistillError`` in one place for every command: it
 prints the message (one line per problem, prefixed ``error:``), no stack
-trace, and exits with the class's ``exit_code``. Anything else is a bug in
+trace, and exits with the class's ``exit_code`` (``report_error``). Anything else is a bug in
 distill and keeps its traceback.
 """
+
+import sys
 
 
 class DistillError(Exception):
@@ -45,3 +47,10 @@ class Interrupted(DistillError, RuntimeError):
 
     exit_code = 130
     prefix = "interrupted"
+
+
+def report_error(err: DistillError) -> int:
+    """Print ``err`` as ``error: ...`` lines on stderr; the exit code to leave with."""
+    for line in str(err).splitlines() or [type(err).__name__]:
+        print(f"{err.prefix}: {line}", file=sys.stderr)
+    return err.exit_code

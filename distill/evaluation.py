@@ -15,16 +15,22 @@ METRIC_FUNCTIONS = {
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, metrics: list[str], device=None) -> dict[str, float]:
+def predict(model: nn.Module, loader: DataLoader, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's logits [n, c] (float32, on the CPU) and the labels [n], in the loader's order."""
     was_training = model.training
     model.eval()
-    preds, labels = [], []
+    logits, labels = [], []
     for batch in loader:
         batch = {k: v.to(device) if device is not None else v for k, v in batch.items()}
         labels.append(batch.pop("labels").cpu())
-        preds.append(model(**batch).logits.argmax(-1).cpu())
+        logits.append(model(**batch).logits.float().cpu())
     model.train(was_training)
-    y, p = torch.cat(labels).numpy(), torch.cat(preds).numpy()
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate(model: nn.Module, loader: DataLoader, metrics: list[str], device=None) -> dict[str, float]:
+    logits, labels = predict(model, loader, device)
+    y, p = labels.numpy(), logits.argmax(-1).numpy()
     return {name: float(METRIC_FUNCTIONS[name](y, p)) for name in metrics}
 
 

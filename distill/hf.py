@@ -10,6 +10,8 @@ from PyPI, so it works with no model hub). A model that cannot be loaded is a
 from __future__ import annotations
 
 import importlib
+import json
+from pathlib import Path
 
 from torch import nn
 from transformers import (
@@ -22,7 +24,7 @@ from transformers import (
 )
 
 from distill.attention import use_score_attention
-from distill.errors import ConfigError
+from distill.errors import ConfigError, ExportError
 
 HEADS = {
     "base": AutoModel,
@@ -90,3 +92,35 @@ def load_model(name_or_path: str, head: str = "base", trained_head: bool = False
             f"its logits would be random; point {field} at a model fine-tuned on the task (stage=teacher)"
         )
     return use_score_attention(model)
+
+
+def check_model_dir(model_dir: str | Path) -> Path:
+    """The directory as a Path, or a one-line error naming the path and the fix."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise ExportError(f"{path} is not a directory; pass a saved model directory such as runs/task/sst2/<student>/model")
+    if not (path / "config.json").is_file():
+        raise ExportError(
+            f"{path} has no config.json; pass the directory save_pretrained wrote (a run's model/ subdirectory)"
+        )
+    return path
+
+
+def _needs_local_code(path: Path) -> bool:
+    """True for models saved with their own modeling file (the mean-pooled student): that file is in ``path``."""
+    auto_map = json.loads((path / "config.json").read_text()).get("auto_map", {})
+    files = {ref.split(".")[0] for ref in auto_map.values() if isinstance(ref, str)}
+    return bool(files) and all((path / f"{name}.py").is_file() for name in files)
+
+
+def load_classifier(model_dir: str | Path, attn_implementation: str | None = "eager") -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """Model (eval mode) and tokenizer from a saved directory.
+
+    ``eager`` attention by default: plain matmul + softmax ops export to a plain
+    ONNX graph and are what FlopCounterMode counts. Remote code is only trusted
+    when the modeling file it names lies in this local directory.
+    """
+    path = check_model_dir(model_dir)
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=_needs_local_code(path), **kwargs)
+    return model.eval(), AutoTokenizer.from_pretrained(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.export import check_model_dir
+from distill.hf import check_model_dir
 from distill.files import write_text
 
 CARD_FIELDS = [

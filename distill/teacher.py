@@ -41,38 +41,3 @@ class FrozenTeacher:
             with fast_attention(self.model):
                 return Intermediates(hidden_states=(), attention_scores=(), logits=self.model(**inputs).logits)
         return intermediates(self.model, batch, logits_at, depth)
-
-
-LOGITS_VERSION = "2"  # bump when with_teacher_logits changes, to invalidate caches
-
-
-def with_teacher_logits(ds, teacher: FrozenTeacher, tokenizer, identity, batch_size: int = 128):
-    """``ds`` (tokenized) plus a ``teacher_logits`` column: one teacher forward per example, ever.
-
-    A ``datasets.map`` whose fingerprint is the data's and the teacher's files (``identity``), so the
-    logits are reused across epochs, phases, runs and the members of a sweep, and recomputed when
-    the data or the teacher change. Phases that read only the teacher's logits then run at student
-    speed (``distill.teacher_cache.CachedTeacher``). Logits: [num_labels] float32 per example."""
-    from datasets.fingerprint import Hasher
-    from transformers import DataCollatorWithPadding
-
-    collate = DataCollatorWithPadding(tokenizer)
-    inputs = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in ds.column_names]
-    device = next(teacher.model.parameters()).device
-
-    @torch.no_grad()
-    def label(batch):
-        rows = [{k: batch[k][i] for k in inputs} for i in range(len(batch["input_ids"]))]
-        # length-sorted forwards: little padding; logits go back in the rows' order
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-        logits = [None] * len(rows)
-        with fast_attention(teacher.model):
-            for start in range(0, len(order), batch_size):
-                chunk = order[start:start + batch_size]
-                enc = {k: v.to(device) for k, v in collate([rows[i] for i in chunk]).items()}
-                for i, row in zip(chunk, teacher.model(**enc).logits.float().cpu().tolist()):
-                    logits[i] = row
-        return {"teacher_logits": logits}
-
-    return ds.map(label, batched=True, batch_size=4096, desc="teacher logits (cached)",
-                  new_fingerprint=Hasher.hash((ds._fingerprint, identity, LOGITS_VERSION)))

@@ -7,7 +7,7 @@ Both paths, in one process and on the same sentences (the first rows of the file
   mlm         a random BertForMaskedLM of the teacher's size (6 x 384, its vocabulary): masked-LM
               candidates for single-piece words, neighbours for the rest (TinyBERT's rule)
 An "augmented example" is one training sentence turned into its N variants (candidates + sampling).
-The reference (distill/augment_reference.py, TinyBERT's algorithm) runs on a prefix of the sentences
+The reference (distill/reference/augment.py, TinyBERT's algorithm) runs on a prefix of the sentences
 (it is slow); the candidates both produce there must be identical, or the script fails.
 """
 
@@ -22,7 +22,7 @@ import torch
 from transformers import AutoConfig, AutoModel, BertForMaskedLM
 
 from distill.augment import EXAMPLES_PER_MAP_BATCH, build_augmenter, split_words
-from distill.augment_reference import ReferenceCandidates
+from distill.reference.augment import ReferenceCandidates
 from distill.config import AugmentConfig
 from distill.data import read_texts
 from distill.hf import load_tokenizer, resolve_path

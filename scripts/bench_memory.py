@@ -16,13 +16,10 @@ import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
-from distill.__main__ import run
+from distill.config import compose_config
+from distill.stages import run
 from distill.testing import write_tiny_teacher, write_tiny_tsv
-
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,9 +40,7 @@ def main() -> None:
         f"train.log_every={args.every}",
         "train.checkpoint_every=250", "stage.phases.1.eval_every=250", "train.progress=false",
     ]
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    run(cfg)
+    run(compose_config(overrides))
     records = [json.loads(line) for line in next((root / "runs").rglob("log.jsonl")).read_text().splitlines()]
     series = [(r["phase"], r["step"], r["rss_mb"]) for r in records if "rss_mb" in r]
     print(f"{'phase':<14}{'step':>6}{'RSS MiB':>10}")

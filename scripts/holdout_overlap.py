@@ -13,10 +13,7 @@ import dataclasses
 import json
 import time
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
-
-from distill.__main__ import CONF
+from distill.config import compose_config
 from distill.data import task_splits_and_plan
 
 
@@ -35,8 +32,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--json")
     args = parser.parse_args()
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = OmegaConf.to_object(compose("config", overrides=args.overrides))
+    cfg = compose_config(args.overrides)
     out = {}
     for by in ("row", "containment"):
         task = dataclasses.replace(cfg.task, select_holdout_by=by)

@@ -11,9 +11,9 @@ import torch
 from transformers import AutoModel
 
 from distill import augment as augment_module
-from distill.__main__ import run
+from distill.stages import run
 from distill.augment import UNLABELED, augment_train, build_augmenter, split_words
-from distill.augment_reference import ReferenceCandidates
+from distill.reference.augment import ReferenceCandidates
 from distill.config import AugmentConfig, TaskConfig
 from distill.data import load_task, load_task_splits
 from distill.testing import write_tiny_workspace

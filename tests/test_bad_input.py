@@ -7,9 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
-from distill.__main__ import run
+from distill.stages import run
 from distill.checkpoint import Checkpoints
 from distill.errors import ConfigError
 from distill.rundir import RUN_FILES
@@ -222,7 +221,7 @@ def test_a_typo_in_general_student_is_an_error_not_a_random_student(ws, tmp_path
 def test_general_student_auto_reads_the_general_stage_of_this_shape(ws, tmp_path):
     from distill.checks import check
 
-    cfg = OmegaConf.to_object(compose_cfg(ws, "stage=task", f"runs_root={tmp_path}", f"teacher.finetuned={ws / 'finetuned'}"))
+    cfg = compose_cfg(ws, "stage=task", f"runs_root={tmp_path}", f"teacher.finetuned={ws / 'finetuned'}")
     assert cfg.general_student == "auto" and cfg.general_student_dir() is None
     # none yet: the run would train a random student, so it stops and names the three ways on
     with pytest.raises(ConfigError, match=r"^stage=task would start a random student: there is no general student at "
@@ -231,9 +230,8 @@ def test_general_student_auto_reads_the_general_stage_of_this_shape(ws, tmp_path
                                           r"layers, or general_student=null for random weights on purpose$"):
         check(cfg)
     for choice in ("general_student=null", "stage.init.layers=teacher", "stage.init.embedding=teacher"):
-        check(OmegaConf.to_object(compose_cfg(ws, "stage=task", f"runs_root={tmp_path}", choice, "student.hidden_size=32",
-                                              "student.embedding_size=32", "student.intermediate_size=37",
-                                              f"teacher.finetuned={ws / 'finetuned'}")))
+        check(compose_cfg(ws, "stage=task", f"runs_root={tmp_path}", choice, "student.hidden_size=32",
+                          "student.embedding_size=32", "student.intermediate_size=37", f"teacher.finetuned={ws / 'finetuned'}"))
     saved = tmp_path / "general" / cfg.student.tag() / "model"
     saved.mkdir(parents=True)
     (saved / "config.json").write_text("{}")

@@ -149,7 +149,7 @@ DISTILBERT = ["recipe=distilbert", "student.num_layers=2", "student.hidden_size=
 
 
 def test_distilbert_recipe_end_to_end(ws, mlm_teacher_dir, caplog):
-    from distill.__main__ import run
+    from distill.stages import run
 
     with_head = run(compose_cfg(ws, *DISTILBERT, f"teacher.name_or_path={mlm_teacher_dir}", f"run_dir={ws / 'a'}"))
     assert set(with_head["losses"]) == {"soft_ce", "mlm", "cosine", "loss"} and with_head["teacher_mlm_head"]

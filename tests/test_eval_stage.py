@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distill.__main__ import run
+from distill.stages import run
 from distill.errors import ConfigError
 from distill.testing import write_tiny_teacher, write_tiny_workspace
 

@@ -112,7 +112,8 @@ def test_torchscript_exporter_also_passes_parity(student_dir, tmp_path):
 
 
 def test_parity_failure_is_one_line(student_dir, exported, tmp_path, capsys):
-    from distill.export import load_classifier, parity
+    from distill.export import parity
+    from distill.hf import load_classifier
 
     model, tokenizer = load_classifier(student_dir)
     with torch.no_grad():

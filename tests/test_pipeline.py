@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from distill.__main__ import run
+from distill.config import compose_config
 from distill.errors import ConfigError
+from distill.stages import run
 from distill.testing import write_tiny_workspace
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
+REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
@@ -36,8 +36,7 @@ def overrides(root: Path, *extra: str) -> list[str]:
 
 
 def compose_cfg(root: Path, *extra: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=overrides(root, *extra))
+    return compose_config(overrides(root, *extra))
 
 
 def test_teacher_general_task_chain(workspace):
@@ -121,7 +120,7 @@ def test_task_without_teacher_names_the_command(tmp_path):
 def test_cli_reports_bad_config_in_one_line_per_problem(tmp_path):
     cmd = [sys.executable, "-m", "distill", "stage=teacher", "student.hidden_size=30", "student.num_heads=4",
            f"task.data_dir={tmp_path}", f"runs_root={tmp_path / 'runs'}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(CONF).parent)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert any("student.hidden_size=30 is not divisible by student.num_heads=4" in e for e in errors)
@@ -134,7 +133,7 @@ def test_cli_sweep_runs_independent_members(workspace):
     args = [a for a in overrides(workspace, "stage=general", "train.max_steps=2", f"runs_root={workspace / 'sweep'}")
             if not a.startswith("student.num_layers")]
     cmd = [sys.executable, "-m", "distill", "-m", *args, "student.num_layers=1,2"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(CONF).parent)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     printed = [line for line in proc.stdout.splitlines() if line.startswith("run_dir: ")]
     assert [Path(p.split(": ", 1)[1]).name for p in printed] == ["L1_H16_E8_A4_I20_shareall", "L2_H16_E8_A4_I20_shareall"]
@@ -156,7 +155,7 @@ def test_student_from_teacher_learns_the_task_on_held_out_data(tmp_path):
     assert teacher["eval"]["teacher"]["accuracy"] > 0.8, teacher["eval"]
     student = ["student.num_layers=2", "student.hidden_size=32", "student.embedding_size=32", "student.intermediate_size=20",
                "student.sharing=none", "bench.enabled=false"]
-    metrics = run(compose_cfg(ws, "stage=task_from_teacher", *common, *student, "stage.phases.0.epochs=4",
+    metrics = run(compose_cfg(ws, "recipe=fast", *common, *student, "stage.phases.0.epochs=4",
                               "stage.phases.0.lr=1e-3"))
     assert metrics["student_init"]["teacher_layers"] == [[2], [4]] and metrics["student_init"]["head"] == "teacher"
     assert metrics["eval"]["reported_on"] == "dev" and metrics["eval"]["selected_on"] == "train holdout"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.__main__ import run
+from distill.stages import run
 from distill.report import pareto, write_report
 from distill.testing import write_tiny_workspace
 

@@ -1,16 +1,13 @@
 """Task-stage initialisation from the fine-tuned (or pretrained) teacher, and stored teacher logits."""
 
-from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from transformers import AutoModelForSequenceClassification
 
 from distill.attention import use_score_attention
 from distill.checks import check
-from distill.config import StudentInit
+from distill.config import StudentInit, compose_config
 from distill.config import LossWeights
 from distill.config import StudentShape
 from distill.errors import ConfigError
@@ -21,7 +18,7 @@ from distill.student import _albert_core, build_student
 from distill.student_init import copy_teacher_layers, ffn_importance, initialise
 from distill.teacher import FrozenTeacher
 from distill.testing import write_tiny_teacher
-from recipes.task import build_task_student
+from distill.stages.task import build_task_student
 
 
 def teacher_shaped(teacher, **overrides) -> StudentShape:
@@ -129,16 +126,14 @@ def test_task_student_from_the_pretrained_or_the_finetuned_teacher(tmp_path):
     finetuned, _ = write_tiny_teacher(tmp_path / "finetuned", head="sequence_classification", hidden_act="relu")
     tok.save_pretrained(tmp_path / "finetuned")
     c = pretrained.config
-    conf = str(Path(__file__).resolve().parents[1] / "conf")
 
     def config(source, pretrained_dir="pretrained"):
-        with initialize_config_dir(config_dir=conf, version_base="1.3"):
-            return OmegaConf.to_object(compose("config", overrides=[
-                "stage=task_from_teacher", f"stage.init.source={source}", f"teacher.name_or_path={tmp_path / pretrained_dir}",
-                f"teacher.finetuned={tmp_path / 'finetuned'}", f"student.num_layers={c.num_hidden_layers}",
-                f"student.hidden_size={c.hidden_size}", f"student.embedding_size={c.hidden_size}",
-                f"student.num_heads={c.num_attention_heads}", f"student.intermediate_size={c.intermediate_size}",
-                f"student.hidden_act={c.hidden_act}", f"student.max_position_embeddings={c.max_position_embeddings}"]))
+        return compose_config([
+            "recipe=fast", f"stage.init.source={source}", f"teacher.name_or_path={tmp_path / pretrained_dir}",
+            f"teacher.finetuned={tmp_path / 'finetuned'}", f"student.num_layers={c.num_hidden_layers}",
+            f"student.hidden_size={c.hidden_size}", f"student.embedding_size={c.hidden_size}",
+            f"student.num_heads={c.num_attention_heads}", f"student.intermediate_size={c.intermediate_size}",
+            f"student.hidden_act={c.hidden_act}", f"student.max_position_embeddings={c.max_position_embeddings}"])
 
     def student_from(source):
         cfg = config(source)

@@ -197,7 +197,7 @@ def test_the_benchmarks_reference_loss_matches_the_objective_on_differently_padd
         teacher, tokenizer, padded_batch, weights):
     """The training benchmark's equal-work check: its plain-torch restatement of the losses, on a batch padded
     to a fixed length, gives the objective's value on the dynamically padded batch."""
-    from distill.bench_train import loss_difference, reference_collate
+    from distill.reference.bench_train import loss_difference, reference_collate
 
     rows = list(rows_of(padded_batch))
     fixed = reference_collate(tokenizer, 32)(rows)

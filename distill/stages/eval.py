@@ -20,7 +20,7 @@ from distill.checks import check
 from distill.data import eval_loader, evaluation_plan, load_labelled_file, load_task, tokenize_task
 from distill.errors import ConfigError
 from distill.evaluation import evaluate
-from distill.export import load_classifier
+from distill.hf import load_classifier
 from distill.files import write_json
 
 

@@ -1,8 +1,8 @@
 """stage=general: distil a student from the pretrained teacher on unlabeled text.
 
-TinyBERT's preset (conf/stage/general.yaml): embedding + hidden-state +
+TinyBERT's settings (distill/conf/stage/general.yaml): embedding + hidden-state +
 attention losses through the layer map G(m) from a random student.
-DistilBERT's preset (conf/stage/general_distilbert.yaml): the student's own
+DistilBERT's preset (distill/conf/recipe/distilbert.yaml): the student's own
 masked-LM loss, the cosine loss on last hidden states and the soft
 cross-entropy on the teacher's masked-LM logits, from a student initialised
 with the teacher's layers. The student body lands in ``<run_dir>/model``,

@@ -41,16 +41,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
 from transformers import DataCollatorWithPadding, get_scheduler
 
 from distill.attention import use_score_attention
-from distill.bench import text_table
-from distill.config import LossWeights  # also registers the config schema compose_config reads
+from distill.config import LossWeights, compose_config
 from distill.data import cache_root, load_corpus, load_task_splits, path_identity, tokenize_task, train_loader
-from distill.files import write_json
+from distill.files import text_table, write_json
 from distill.hf import load_model, load_tokenizer, resolve_path
 from distill.layer_map import LayerMap
 from distill.objective import Objective
@@ -59,15 +56,9 @@ from distill.teacher import FrozenTeacher
 from distill.teacher_cache import WriteThroughTeacher, teacher_for_phases
 from distill.trainer import _optimizer, rss_mb, train_step
 
-CONF = str(Path(__file__).resolve().parents[1] / "conf")
 WARMUP = 3
 TASK_MAX_LENGTH = 64  # TinyBERT's task_distill.py --max_seq_length for single sentences
 GENERAL_MAX_LENGTH = 128  # TinyBERT's general distillation corpus: fixed 128-token chunks
-
-
-def compose_config(overrides: list[str]):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return OmegaConf.to_object(compose("config", overrides=overrides))
 
 
 class PeakMemory:
@@ -398,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m distill bench train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="../shared/data/sst2", help="an SST-2 directory (train.tsv, dev.tsv)")
     parser.add_argument("--teacher", help="teacher model dir (default: the configured pretrained teacher)")
-    parser.add_argument("--student", default="tinybert4", help="a conf/student config name")
+    parser.add_argument("--student", default="tinybert4", help="a distill/conf/student config name")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--windows", type=int, default=5)
