@@ -20,7 +20,6 @@ from distill.config import (
     HOLDOUT_BY,
     INIT_CHOICES,
     LOSS_BALANCE,
-    MAPPED_TERMS,
     METRICS,
     MIXED_PRECISION,
     ON_NONFINITE,
@@ -111,6 +110,8 @@ def init_problems(cfg: Config) -> list[str]:
 
 
 def phase_problems(cfg: Config) -> list[str]:
+    from distill.terms import term_classes  # what each term declares (imported here: distill.terms imports torch)
+
     out = []
     # stage=augment builds data and stage=eval scores a model: neither has phases
     if not cfg.stage.phases and cfg.stage.name not in ("augment", "eval"):
@@ -128,10 +129,11 @@ def phase_problems(cfg: Config) -> list[str]:
             out.append(f"{where}.weights are all 0; turn on at least one of {', '.join(f.name for f in fields(phase.weights))}")
         if any(getattr(phase.weights, f.name) < 0 for f in fields(phase.weights)):
             out.append(f"{where}.weights: loss weights must be >= 0")
-        if cfg.stage.name == "teacher" and set(phase.weights.active()) - {"hard_ce"}:
+        terms = term_classes(phase.weights)
+        if cfg.stage.name == "teacher" and any(term.teacher_reads for term in terms.values()):
             out.append(f"{where}.weights: stage=teacher fine-tunes the teacher on the labels alone; use hard_ce only")
-        if phase.weights.mlm and cfg.stage.name != "general":
-            out.append(f"{where}.weights.mlm: the mlm loss needs a masked-LM student: only stage=general trains one")
+        out += [f"{where}.weights.{name}: {term.stages_why or 'runs in stage=' + '|'.join(term.stages) + ' only'}"
+                for name, term in terms.items() if term.stages is not None and cfg.stage.name not in term.stages]
     return out
 
 
@@ -289,9 +291,13 @@ def active_terms(cfg: Config) -> set[str]:
 
 
 def uses_layer_map(cfg: Config) -> bool:
-    """A layer map is read by the hidden and attention terms and by an initialisation from the map's layers."""
+    """A layer map is read by the terms that pair layers (hidden, attention) and by an initialisation from the
+    map's layers."""
+    from distill.terms import MAPPED_READS, reads_of
+
     init = cfg.stage.init
-    return bool(set(MAPPED_TERMS) & active_terms(cfg)) or (init.layers == "teacher" and init.source_layers == "map")
+    pairs = any(MAPPED_READS & reads_of(phase.weights)[1] for phase in cfg.stage.phases)
+    return pairs or (init.layers == "teacher" and init.source_layers == "map")
 
 
 def teacher_source(cfg: Config) -> tuple[str, str] | None:
@@ -315,23 +321,11 @@ def teacher_problems(cfg: Config, teacher_config, init_config=None) -> tuple[lis
             layer_map = LayerMap(cfg.stage.layer_map, cfg.student.num_layers, teacher_config.num_hidden_layers)
         except LayerMapError as err:
             out.append(f"stage.{err}")
-    active = active_terms(cfg)
-    teacher_heads = teacher_config.num_attention_heads
-    compat = cfg.stage.loss.tinybert_compat  # TinyBERT's attention loss is head by head, whatever the reduction
-    if "attention" in active and (cfg.stage.loss.attention_head_reduction == "none" or compat) \
-            and cfg.student.num_heads != teacher_heads:
-        fix = "(stage.loss.tinybert_compat=true has no head reduction)" if compat else \
-            "or stage.loss.attention_head_reduction=mean"
-        out.append(
-            f"student.num_heads={cfg.student.num_heads} but the teacher has {teacher_heads} heads; attention MSE "
-            f"compares head by head: set student.num_heads={teacher_heads} {fix}"
-        )
+    from distill.terms import TERMS  # the terms' own checks
+
+    for name in sorted(active_terms(cfg), key=list(TERMS).index):
+        out += TERMS[name].problems(cfg, teacher_config)
     out += init_shape_problems(cfg.stage.init, cfg.student, init_config or teacher_config)
-    if cfg.stage.loss.teacher_mlm == "required" and "soft_ce" in active and not has_mlm_head(teacher_config):
-        out.append(
-            f"stage.loss.teacher_mlm=required but the teacher ({teacher_config.architectures}) has no masked-LM head; "
-            "use a teacher with one, or teacher_mlm=auto to drop soft_ce"
-        )
     architectures = teacher_config.architectures or []
     if cfg.stage.name == "task" and architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
         out.append(

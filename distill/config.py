@@ -102,27 +102,20 @@ class StudentInit:
 
 @dataclass
 class LossWeights:
-    """The weight of each loss term in a phase (0: off). The terms are ``distill.losses``' modules."""
+    """The weight of each loss term in a phase (0: off): one field per term in ``distill/terms`` (a test and the
+    import of distill.terms check that the two agree)."""
 
     embedding: float = 0.0
     hidden: float = 0.0
     attention: float = 0.0
     soft_ce: float = 0.0
     hard_ce: float = 0.0
-    cosine: float = 0.0
     # the student's own masked-LM loss (DistilBERT); needs a student with an MLM head
     mlm: float = 0.0
+    cosine: float = 0.0
 
     def active(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name) != 0]
-
-
-# terms that read the teacher
-TEACHER_TERMS = ("embedding", "hidden", "attention", "soft_ce", "cosine")
-# terms that read a model's layers (hidden states, attention scores), not just its output
-LAYER_TERMS = ("embedding", "hidden", "attention", "cosine")
-# terms that pair student and teacher layers through the layer map G(m)
-MAPPED_TERMS = ("hidden", "attention")
 
 
 @dataclass

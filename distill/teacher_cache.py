@@ -42,11 +42,11 @@ from filelock import FileLock
 from transformers import DataCollatorWithPadding
 
 from distill.attention import Intermediates
-from distill.config import TEACHER_TERMS
 from distill.errors import DiskSpaceError
 from distill.files import building_dir
 from distill.layer_map import LayerMap
 from distill.teacher import FrozenTeacher
+from distill.terms import LOGITS, STORED, reads_of, term_classes
 
 log = logging.getLogger("distill")
 
@@ -357,9 +357,8 @@ class TeacherStores:
 
 # teacher terms a store can answer: the mapped layers and the logits (cosine reads the last layer, MLM
 # terms masked positions that change every step)
-CACHEABLE = {"embedding", "hidden", "attention", "soft_ce"}
-# the layer terms the layer store answers (cosine reads the last layer, which it does not store)
-LAYER_READERS = {"embedding", "hidden", "attention"}
+# what the layer store answers (the logit store answers LOGITS)
+LAYER_STORED = STORED - {LOGITS}
 
 
 def teacher_for_phases(phases, ds, teacher: FrozenTeacher, identity, layer_map: LayerMap, options, train_cfg,
@@ -369,21 +368,24 @@ def teacher_for_phases(phases, ds, teacher: FrozenTeacher, identity, layer_map: 
     teacher), and the run's stores. With a token ``masker`` (masked-LM terms) the teacher reads text that changes
     every step: no store. ``visits``: at most how many examples the run will draw, to size what it may write
     (the layer store's share of ``train.teacher_cache_max_gb`` and the free disk)."""
-    reads = [set(p.weights.active()) & set(TEACHER_TERMS) for p in phases]
-    cacheable = [bool(r) and r <= CACHEABLE and not options.tinybert_compat and masker is None for r in reads]
+    # what each phase's terms read of the teacher, and whether the stores may answer all of it: never under
+    # tinybert_compat, whose terms also read padding positions (the stores keep real tokens only)
+    reads = [reads_of(p.weights)[1] for p in phases]
+    cacheable = [bool(r) and r <= STORED and all(t.storable for t in term_classes(p.weights).values())
+                 and not options.tinybert_compat and masker is None for p, r in zip(phases, reads)]
     if not any(cacheable):
         return ds, {id(p): teacher for p in phases}, TeacherStores([])
     ds = ds.add_column(INDEX_COLUMN, list(range(len(ds))), new_fingerprint=Hasher.hash((ds._fingerprint, INDEX_COLUMN)))
     logits = LogitStore.for_data(ds, teacher, identity, root) if any(
-        c and "soft_ce" in r for c, r in zip(cacheable, reads)) else None
+        c and LOGITS in r for c, r in zip(cacheable, reads)) else None
     layers = None
-    if train_cfg.cache_teacher_layers and any(c and r & LAYER_READERS for c, r in zip(cacheable, reads)):
+    if train_cfg.cache_teacher_layers and any(c and r & LAYER_STORED for c, r in zip(cacheable, reads)):
         layers = _layer_store(ds, teacher, identity, layer_map, root, train_cfg.teacher_cache_max_gb, visits)
     chosen = {}
     for phase, r, c in zip(phases, reads, cacheable):
-        answered = c and (not r & LAYER_READERS or layers is not None)
-        chosen[id(phase)] = WriteThroughTeacher(teacher, logits if "soft_ce" in r else None,
-                                                layers if r & LAYER_READERS else None) if answered else teacher
+        answered = c and (not r & LAYER_STORED or layers is not None)
+        chosen[id(phase)] = WriteThroughTeacher(teacher, logits if LOGITS in r else None,
+                                                layers if r & LAYER_STORED else None) if answered else teacher
     views = {p.name: chosen[id(p)] for p in phases if isinstance(chosen[id(p)], WriteThroughTeacher)}
     return ds, chosen, TeacherStores([s for s in (logits, layers) if s is not None], views)
 
@@ -418,5 +420,5 @@ def teacher_sources(phases, chosen: dict[int, object]) -> dict[str, dict | str]:
         if isinstance(t, WriteThroughTeacher):
             out[p.name] = {"live_batches": t.live_batches, "stored_batches": t.stored_batches}
         else:
-            out[p.name] = "live" if set(p.weights.active()) & set(TEACHER_TERMS) else "none"
+            out[p.name] = "live" if reads_of(p.weights)[1] else "none"
     return out

@@ -27,11 +27,11 @@ TESTS = [
 AUGMENT_TESTS = ["tests/test_augment.py::test_batched_candidates_equal_the_one_forward_per_word_reference"]
 # (name, file, exact text, replacement[, tests]): each text occurs exactly once in its file
 MUTATIONS = [
-    ("soft CE with student and teacher swapped", "distill/objective.py",
-     "self.soft_ce(s_logits, t_logits)", "self.soft_ce(t_logits, s_logits)"),
-    ("attention MSE without the padding mask", "distill/losses.py",
+    ("soft CE with student and teacher swapped", "distill/terms/soft_ce.py",
+     "return self(s.logits, t.logits)", "return self(t.logits, s.logits)"),
+    ("attention MSE without the padding mask", "distill/terms/attention.py",
      "        real = mask.bool()\n        valid =", "        real = torch.ones_like(mask).bool()\n        valid ="),
-    ("T instead of T^2", "distill/losses.py",
+    ("T instead of T^2", "distill/terms/soft_ce.py",
      "self.scale = temperature**2 if scale_by_t2 else 1.0", "self.scale = temperature if scale_by_t2 else 1.0"),
     ("layer map off by one (hidden states)", "distill/layer_map.py",
      "return [(m, t) for m, t in enumerate(self.targets, start=1)]",
@@ -39,9 +39,10 @@ MUTATIONS = [
     ("layer map off by one (attention)", "distill/layer_map.py",
      "return [(m - 1, t - 1) for m, t in enumerate(self.targets, start=1)]",
      "return [(m - 1, t - 2) for m, t in enumerate(self.targets, start=1)]"),
-    ("hidden/embedding MSE averaged over padding", "distill/losses.py",
-     "    if mask is None:\n        return F.mse_loss(student, teacher)", "    if True:\n        return F.mse_loss(student, teacher)"),
-    ("cosine averaged over padding", "distill/losses.py",
+    ("hidden/embedding MSE averaged over padding", "distill/terms/base.py",
+     "    if mask is None:\n        return nn.functional.mse_loss(student, teacher)",
+     "    if True:\n        return nn.functional.mse_loss(student, teacher)"),
+    ("cosine averaged over padding", "distill/terms/cosine.py",
      "return (1.0 - cos)[real].mean()", "return (1.0 - cos).mean()"),
     ("attention scores after softmax", "distill/attention.py",
      "    return output, scores\n", "    return output, probs\n"),
@@ -59,7 +60,7 @@ MUTATIONS = [
 
 
 def copy_project(dest: Path) -> None:
-    for name in ("distill", "recipes", "conf", "tests"):
+    for name in ("distill", "tests"):
         shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", dest / "pyproject.toml")
 

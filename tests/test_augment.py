@@ -258,7 +258,7 @@ def test_task_stage_trains_on_augmented_train_and_untouched_dev(tmp_path):
 
 
 def test_hard_ce_ignores_unlabeled_variants():
-    from distill.losses import HardCrossEntropy
+    from distill.terms.hard_ce import HardCrossEntropy
 
     z = torch.randn(4, 3)
     y = torch.tensor([2, UNLABELED, 0, UNLABELED])

@@ -147,7 +147,7 @@ def test_general_student_from_another_vocabulary(ws, tmp_path):
 
 @pytest.mark.parametrize("mode", ["stop", "skip"])
 def test_nonfinite_loss_stops_or_skips(ws, tmp_path, monkeypatch, mode):
-    from distill.losses import HardCrossEntropy
+    from distill.terms.hard_ce import HardCrossEntropy
     from distill.errors import NonFiniteLoss
 
     calls = {"n": 0}

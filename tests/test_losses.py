@@ -5,15 +5,12 @@ import math
 import pytest
 import torch
 
-from distill.losses import (
-    AttentionMSE,
-    CosineEmbedding,
-    EmbeddingMSE,
-    HardCrossEntropy,
-    HiddenMSE,
-    SoftCrossEntropy,
-    TinyBertAttentionMSE,
-)
+from distill.terms.attention import AttentionMSE, TinyBertAttentionMSE
+from distill.terms.cosine import CosineEmbedding
+from distill.terms.embedding import EmbeddingMSE
+from distill.terms.hard_ce import HardCrossEntropy
+from distill.terms.hidden import HiddenMSE
+from distill.terms.soft_ce import SoftCrossEntropy
 
 MIN = torch.finfo(torch.float32).min
 

@@ -24,6 +24,7 @@ from distill.student import build_student, parameter_counts
 from distill.student_init import initialise, student_shape
 from distill.teacher import FrozenTeacher
 from distill.teacher_cache import teacher_for_phases, teacher_sources
+from distill.terms import LOGITS, TERMS
 from distill.trainer import planned_examples, train
 
 log = logging.getLogger("distill")
@@ -38,7 +39,8 @@ def run(cfg) -> dict:
     teacher = FrozenTeacher(load_model(cfg.teacher.name_or_path, head="masked_lm" if teacher_mlm else "base"))
     teacher.to(run.accelerator.device)
 
-    masked_lm = bool({"mlm", "soft_ce"} & active_terms(cfg))
+    # in this stage a term that reads logits reads masked-LM logits: the student gets an MLM head
+    masked_lm = any(LOGITS in TERMS[name].reads for name in active_terms(cfg))
     student = build_student(student_shape(init, cfg.student, teacher.config), tokenizer, masked_lm=masked_lm,
                             type_vocab_size=teacher.config.type_vocab_size)
     done = initialise(student, teacher.model, init, layer_map, len(tokenizer))
@@ -66,12 +68,15 @@ def run(cfg) -> dict:
 
 
 def masked_lm_phases(cfg, teacher_config):
-    """The phases to train, and whether the teacher's masked-LM logits are read: a soft_ce term on MLM logits
-    needs a teacher with an MLM head; without one (stage.loss.teacher_mlm=auto; 'required' failed the checks)
-    the term is dropped, saying so, and the other terms train."""
+    """The phases to train, and whether the teacher's masked-LM logits are read: a term on the teacher's logits
+    (soft_ce) needs a teacher with an MLM head; without one (stage.loss.teacher_mlm=auto; 'required' failed the
+    checks) the term is dropped, saying so, and the other terms train."""
     phases = list(cfg.stage.phases)
-    teacher_mlm = "soft_ce" in active_terms(cfg) and has_mlm_head(teacher_config)
-    if "soft_ce" in active_terms(cfg) and not teacher_mlm:
-        log.warning("the teacher has no masked-LM head: the soft_ce term on MLM logits is dropped, the others train")
-        phases = [dataclasses.replace(p, weights=dataclasses.replace(p.weights, soft_ce=0.0)) for p in phases]
+    on_logits = sorted(name for name in active_terms(cfg) if LOGITS in TERMS[name].teacher_reads)
+    teacher_mlm = bool(on_logits) and has_mlm_head(teacher_config)
+    if on_logits and not teacher_mlm:
+        log.warning("the teacher has no masked-LM head: the %s term on MLM logits is dropped, the others train",
+                    " and ".join(on_logits))
+        off = {name: 0.0 for name in on_logits}
+        phases = [dataclasses.replace(p, weights=dataclasses.replace(p.weights, **off)) for p in phases]
     return phases, teacher_mlm
