@@ -7,6 +7,8 @@
 - ``python -m distill export onnx <model dir> ...``: ONNX export, parity check, int8.
 - ``python -m distill report <runs dir> ...``: a sweep's table, CSV and Pareto plot.
 - ``python -m distill cache list|clear``: the teacher caches and their sizes; removing them.
+- ``python -m distill study <name> [key=value ...] [--keep results/<name>]``: a study (distill/studies/<name>.yaml):
+  its runs, each skipped when finished, and its comparison table.
 
 Every command reports errors the same way, here and only here: a ``DistillError`` prints one
 ``error: ...`` line per problem (no stack trace) and exits with its ``exit_code`` (2 bad input,
@@ -20,11 +22,9 @@ import os
 import sys
 from collections.abc import Callable
 
+from distill import TOOLS
 from distill.errors import DistillError, report_error
 
-# subcommand -> module whose ``main(argv) -> int`` parses the rest of the arguments; the longest match wins
-TOOLS = {("bench",): "distill.bench", ("bench", "train"): "distill.reference.bench_train", ("cache",): "distill.caches",
-         ("export",): "distill.export", ("report",): "distill.report"}
 
 
 def exit_code(run: Callable[[], int | None]) -> int:
@@ -37,7 +37,7 @@ def exit_code(run: Callable[[], int | None]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    for words in sorted(TOOLS, key=len, reverse=True):
+    for words in sorted(TOOLS, key=len, reverse=True):  # the longest match: `bench train` before `bench`
         if tuple(argv[:len(words)]) == words:
             tool = importlib.import_module(TOOLS[words])
             return exit_code(lambda: tool.main(argv[len(words):]))

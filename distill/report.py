@@ -289,6 +289,7 @@ def comparison_rows(root: Path) -> list[dict]:
         out.append({
             "run": str(path.parent.relative_to(root)), "student": m["student"], "phases": phases,
             "init": m.get("student_init"), "steps": m["steps"], "seconds": m["train_seconds"],
+            "wall_seconds": m.get("wall_seconds"),
             "split": f"{e['reported_on']} (picked on {e['selected_on']})", "metric": metric,
             "student_score": e["student"][metric], "teacher_score": e["teacher"][metric],
             "student_select": e["student_select"][metric],
@@ -297,18 +298,44 @@ def comparison_rows(root: Path) -> list[dict]:
     return out
 
 
+def general_comparison(root: Path) -> list[str]:
+    """Table lines for the general-stage runs under ``root``: each loss term's mean over the last third of the logged
+    windows. Within the first epoch no batch is seen twice, so each window's loss was measured on text the student
+    had not yet trained on (progressive validation): a held-out figure without a held-out split."""
+    rows = []
+    for path in runs_below(root, "metrics.json"):
+        m, log_file = json.loads(path.read_text()), path.parent / "log.jsonl"
+        if m.get("stage") != "general" or not log_file.is_file():
+            continue
+        windows = [r for r in map(json.loads, log_file.read_text().splitlines()) if "loss" in r]
+        if windows:
+            tail = windows[-max(1, len(windows) // 3):]
+            terms = ["loss", *(k for k in m["losses"] if k != "loss")]
+            rows.append((str(path.parent.relative_to(root)), m["steps"], f"{tail[0]['step']}-{tail[-1]['step']}",
+                         {k: sum(w[k] for w in tail) / len(tail) for k in terms if k in tail[0]}))
+    if not rows:
+        return []
+    terms = list(rows[0][3])
+    return ["", "| general run | steps | windows averaged (steps) | " + " | ".join(f"{t} (held-out)" for t in terms) + " |",
+            "|---|---|---|" + "---|" * len(terms),
+            *(f"| {run} | {steps} | {span} | " + " | ".join(f"{means.get(t, float('nan')):.4f}" for t in terms) + " |"
+              for run, steps, span, means in rows)]
+
+
 def comparison(root: str | Path) -> str:
     """``results.md``: every task run under ``root`` (recipe studies, ablations), with the score on the selection
-    split (compare recipes on it, not on the held-out one) and means over runs differing only by ``_seed<N>``."""
+    split (compare recipes on it, not on the held-out one), its whole wall time, and means over runs differing only
+    by ``_seed<N>``; then the general-stage runs' held-out losses (``general_comparison``)."""
     found = comparison_rows(Path(root))
     # 'student (select)' is the score on the selection split: compare recipes on it, not on the held-out one
-    lines = ["| run | student | losses | steps | train time | held-out split | student (select) | student | teacher | "
-             "% of teacher | speed-up b1 / b32 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | student | losses | steps | train time | wall time | held-out split | student (select) | student | "
+             "teacher | % of teacher | speed-up b1 / b32 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in found:
         speeds = " / ".join(speed(r["speedup"][k], r["speedup_range"].get(k))
                             for k in ("torch_batch1", "torch_batch32") if k in r["speedup"]) or "-"
-        lines.append(f"| {r['run']} | {r['student']} | {r['phases']} | {r['steps']} | {r['seconds']:.0f} s | {r['split']} | "
+        wall = f"{r['wall_seconds'] / 60:.1f} min" if r["wall_seconds"] else "-"
+        lines.append(f"| {r['run']} | {r['student']} | {r['phases']} | {r['steps']} | {r['seconds']:.0f} s | {wall} | {r['split']} | "
                      f"{100 * r['student_select']:.2f} | "
                      f"{100 * r['student_score']:.2f} | {100 * r['teacher_score']:.2f} | "
                      f"{100 * r['student_score'] / r['teacher_score']:.1f}% | {speeds} |")
@@ -324,12 +351,7 @@ def comparison(root: str | Path) -> str:
             each = ", ".join(f"{100 * r['student_score']:.2f}" for r in group)
             lines.append(f"| {name} | {len(group)} | {100 * sel:.2f} | {100 * s:.2f} ({each}) | {100 * t:.2f} | "
                          f"{100 * s / t:.1f}% |")
-    times = Path(root) / "stage_times.tsv"  # written by scripts that time whole stages (scripts/sst2_full.sh)
-    if times.exists():
-        stages = [line.split("\t") for line in times.read_text().splitlines() if line.strip()]
-        lines += ["", "| stage | wall time |", "|---|---|"]
-        lines += [f"| {name} | {int(sec) / 60:.1f} min |" for name, sec in stages]
-        lines.append(f"| all stages | {sum(int(sec) for _, sec in stages) / 60:.1f} min |")
+    lines += general_comparison(Path(root))
     text = "\n".join(lines) + "\n"
     write_text(Path(root) / "results.md", text)
     return text

@@ -106,21 +106,26 @@ def _task_metrics(select: float, score: float, teacher: float) -> dict:
                      "student_select": {"accuracy": select}, "teacher": {"accuracy": teacher}}}
 
 
-def test_compare_averages_seeds_on_both_splits_and_sums_stage_times(tmp_path):
+def test_compare_averages_seeds_and_shows_general_runs_held_out_losses(tmp_path):
     from distill.report import comparison
 
     for name, sel, score in [("kd_seed1", 0.90, 0.80), ("kd_seed2", 0.92, 0.84), ("solo", 0.5, 0.5)]:
         (tmp_path / name).mkdir()
-        (tmp_path / name / "metrics.json").write_text(json.dumps(_task_metrics(sel, score, 0.88)))
+        (tmp_path / name / "metrics.json").write_text(json.dumps({**_task_metrics(sel, score, 0.88), "wall_seconds": 90}))
     (tmp_path / "teacher").mkdir()
     (tmp_path / "teacher" / "metrics.json").write_text(json.dumps({"stage": "teacher"}))
-    (tmp_path / "stage_times.tsv").write_text("teacher\t600\ntask\t300\n")
+    # a general run logged 6 windows: the last third (steps 50, 60) is averaged
+    (tmp_path / "general").mkdir()
+    (tmp_path / "general" / "metrics.json").write_text(json.dumps(
+        {"stage": "general", "steps": 60, "losses": {"mlm": 0.0, "cosine": 0.0, "loss": 0.0}}))
+    (tmp_path / "general" / "log.jsonl").write_text("\n".join(json.dumps(
+        {"step": 10 * i, "loss": 10.0 - i, "mlm": 5.0 - i / 2, "cosine": 0.5}) for i in range(1, 7)))
     text = comparison(tmp_path)
-    assert "| kd_seed1 | L3 | prediction: soft_ce+hard_ce | 10 | 5 s | dev (picked on train holdout) | 90.00 | 80.00 | 88.00 | 90.9% | - |" in text
+    assert "| kd_seed1 | L3 | prediction: soft_ce+hard_ce | 10 | 5 s | 1.5 min | dev (picked on train holdout) | 90.00 | 80.00 | 88.00 | 90.9% | - |" in text
     # means: select (90 + 92) / 2, held out (80 + 84) / 2 = 82 = 93.2% of 88; one-seed runs have no mean row
     assert "| kd | 2 | 91.00 | 82.00 (80.00, 84.00) | 88.00 | 93.2% |" in text
     runs = [line.split(" | ")[0][2:] for line in text.split("\n\n")[0].splitlines()[2:]]
     assert runs == ["kd_seed1", "kd_seed2", "solo"]  # the teacher stage is not a row
     assert "| solo | 1 |" not in text
-    assert text.endswith("| teacher | 10.0 min |\n| task | 5.0 min |\n| all stages | 15.0 min |\n")
+    assert text.endswith("| general | 60 | 50-60 | 4.5000 | 2.2500 | 0.5000 |\n")  # loss (4 + 5) / 2, mlm (2 + 2.5) / 2
     assert (tmp_path / "results.md").read_text() == text

@@ -1,0 +1,143 @@
+"""Run a study, a list of runs written down as one YAML file (``distill/studies/<name>.yaml``), and its table.
+
+``python -m distill study <name or file> [key=value ...] [--keep results/<name>] [--list]``.
+
+A study file holds its question and the rule that decides it (written before the runs), the overrides
+common to every run, the runs it needs first (``needs``: e.g. the teacher, at its default run directory),
+and its rows: one run each, ``<runs_root>/<study>/<row>[_seed<N>]``. A run whose ``metrics.json`` exists
+is not run again, so an interrupted study continues where it stopped. Each run directory keeps the command
+that made it (``command.txt``) beside its ``config.yaml``. ``--keep results/<name>`` copies each run's
+``metrics.json``, ``config.yaml``, ``command.txt`` and ``log.jsonl`` there and writes the table (``table.md``)
+from those copies alone, which ``python -m distill report --compare results/<name>`` rebuilds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from distill.config import compose_config
+from distill.errors import ConfigError, DistillError
+from distill.files import write_text
+
+STUDIES = Path(__file__).parent / "studies"
+# what --keep copies of each row: its figures, its full config, the command that made it, its logged losses
+KEPT = ("metrics.json", "config.yaml", "command.txt", "log.jsonl")
+
+
+@dataclass
+class Study:
+    name: str
+    question: str = ""
+    rule: str = ""
+    # overrides every run (needs and rows) gets, and every row gets
+    common: list[str] = field(default_factory=list)
+    row_common: list[str] = field(default_factory=list)
+    # runs made first, at their own run_dir, when missing: name -> overrides
+    needs: dict[str, list[str]] = field(default_factory=dict)
+    # name -> overrides; each run at <runs_root>/<study>/<row>, or <row>_seed<N> for each of ``seeds``
+    rows: dict[str, list[str]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, name_or_path: str) -> Study:
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = STUDIES / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in STUDIES.glob("*.yaml")))
+            raise ConfigError(f"study '{name_or_path}' not found; use one of {known}, or a path to a study YAML file")
+        try:
+            raw = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(cls(name=path.stem)), OmegaConf.load(path)))
+        except Exception as err:  # a typo'd key or a wrong type: name the file and the key
+            raise ConfigError(f"{path}: {' '.join(str(err).split())}") from None
+        return cls(**raw)
+
+    def runs(self, extra: list[str], only: list[str] | None = None) -> list[tuple[str, list[str], bool]]:
+        """(name, overrides, is a row) of every run in order: needs first, then each row (of ``only``, when given) at
+        each seed."""
+        if unknown := sorted(set(only or []) - set(self.rows)):
+            raise ConfigError(f"--rows {','.join(unknown)}: not a row of study {self.name}; its rows: {', '.join(self.rows)}")
+        out = [(name, [*self.common, *overrides, *extra], False) for name, overrides in self.needs.items()]
+        for row, overrides in self.rows.items():
+            if only and row not in only:
+                continue
+            for seed in self.seeds or [None]:
+                name = row if seed is None else f"{row}_seed{seed}"
+                seeded = [f"train.seed={seed}"] if seed is not None else []
+                out.append((name, [*self.common, *self.row_common, *overrides, *seeded, *extra,
+                                   f"run_dir=${{runs_root}}/{self.name}/{name}"], True))
+        return out
+
+
+def _compose(study: Study, name: str, overrides: list[str]):
+    from distill.stage_command import override_error
+
+    try:
+        return compose_config(overrides)
+    except Exception as err:  # what Hydra cannot apply, in one line
+        raise ConfigError(f"study {study.name}: run {name}: {override_error(err, overrides)}") from None
+
+
+def shell(overrides: list[str]) -> str:
+    """The command line that runs these overrides, quoted for a shell."""
+    return shlex.join(["python", "-m", "distill", *overrides])
+
+
+def run_study(study: Study, extra: list[str], keep: Path | None = None, only: list[str] | None = None) -> Path:
+    """Run what is missing, then the table; returns the directory the rows live in."""
+    # every run composed before the first starts: a bad override fails the study at once
+    planned = [(name, overrides, row, _compose(study, name, overrides)) for name, overrides, row in study.runs(extra, only)]
+    for name, overrides, _, cfg in planned:
+        run_dir = Path(cfg.run_dir)
+        if (run_dir / "metrics.json").is_file():
+            print(f"{study.name}: {name} done ({run_dir})", file=sys.stderr)
+            continue
+        command = [sys.executable, "-m", "distill", *overrides]
+        print(f"{study.name}: {name}: {shell(overrides)}", file=sys.stderr)
+        code = subprocess.run(command).returncode
+        if code != 0:
+            raise DistillError(f"study {study.name}: run {name} failed (exit {code}; its messages are above); the finished "
+                               f"runs are kept: run the study again once it is fixed")
+        write_text(run_dir / "command.txt", shell(overrides) + "\n")
+    from distill.report import comparison
+
+    rows = [(name, Path(cfg.run_dir)) for name, _, row, cfg in planned if row]
+    table_dir = rows[0][1].parent
+    if keep is not None:
+        for name, run_dir in rows:
+            (keep / name).mkdir(parents=True, exist_ok=True)
+            for file in KEPT:
+                if (run_dir / file).is_file():
+                    shutil.copy2(run_dir / file, keep / name / file)
+        table_dir = keep
+    table = comparison(table_dir)
+    if keep is not None:
+        write_text(keep / "table.md", f"# {study.name}\n\n{study.question}\n\nRule: {study.rule.strip()}\n\n{table}\n")
+    print(table)
+    return table_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m distill study", description=__doc__.split("\n\n")[0])
+    parser.add_argument("study", help="a study name (distill/studies/<name>.yaml) or a study YAML file")
+    parser.add_argument("overrides", nargs="*", help="overrides for every run, e.g. runs_root=runs/exp")
+    parser.add_argument("--keep", help="copy each row's metrics.json, config.yaml and command.txt here, and its table")
+    parser.add_argument("--rows", help="run only these rows (comma-separated), and the needs")
+    parser.add_argument("--list", action="store_true", help="print the runs and their commands, run nothing")
+    args = parser.parse_intermixed_args(argv)  # overrides and options in any order
+    study = Study.load(args.study)
+    only = args.rows.split(",") if args.rows else None
+    if args.list:
+        for name, overrides, _ in study.runs(args.overrides, only):
+            print(f"{name}: {shell(overrides)}")
+        return 0
+    run_study(study, args.overrides, Path(args.keep) if args.keep else None, only)
+    return 0
