@@ -14,7 +14,13 @@ def _module_run() -> str | None:
     argv = getattr(sys, "orig_argv", [])
     if sys.argv[:1] != ["-m"] or "-m" not in argv[:-1]:
         return None
-    return argv[argv.index("-m") + 1]
+    module = argv[argv.index("-m") + 1]
+    try:  # a module that does not exist is left to Python's own error
+        from importlib.util import find_spec
+
+        return module if find_spec(module) is not None else None
+    except ImportError:
+        return None
 
 
 # `python -m distill.<module>` for a module that is not the command: say which command does that job instead of

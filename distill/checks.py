@@ -244,7 +244,7 @@ def augment_problems(cfg: Config) -> list[str]:
 
 def augment_uses_mlm(aug: AugmentConfig) -> bool:
     """Whether the masked-LM head proposes candidates (reads the model's config.json only)."""
-    from distill.hf import load_config  # imported here: checking stays light until a model is named
+    from distill.hf import has_mlm_head, load_config  # imported here: checking stays light until a model is named
 
     has_head = has_mlm_head(load_config(aug.model, field="augment.model"))
     if aug.candidates == "neighbours":
@@ -279,11 +279,6 @@ def problems(cfg: Config) -> list[str]:
     """Every problem that ``cfg`` alone shows, one line each (the teacher's config is not read)."""
     return [*student_problems(cfg.student), *init_problems(cfg), *phase_problems(cfg), *loss_problems(cfg),
             *train_problems(cfg), *task_problems(cfg), *corpus_problems(cfg), *augment_problems(cfg), *eval_problems(cfg)]
-
-
-def has_mlm_head(teacher_config) -> bool:
-    """Whether the saved teacher carries masked-LM weights (read from config.json, not the weights)."""
-    return any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in teacher_config.architectures or [])
 
 
 def active_terms(cfg: Config) -> set[str]:

@@ -130,7 +130,7 @@ class LossOptions:
     # not masked (padded query rows included in attention), no T^2
     tinybert_compat: bool = False
     # 'none': each layer term at its own scale (TinyBERT), where attention-score MSE is 6-8x the
-    # hidden MSE on SST-2 (README, "Losses"); 'initial': each layer term (embedding, hidden,
+    # hidden MSE on SST-2 (docs/design.md, "Losses in detail"); 'initial': each layer term (embedding, hidden,
     # attention, cosine) divided by its value on the phase's first batch, so each starts at its weight
     balance: str = "none"
     # masked-LM terms (mlm, soft_ce on MLM logits): share of tokens masked, 80/10/10 as BERT

@@ -57,6 +57,11 @@ def _unloadable(what: str, name_or_path: str, field: str, err: Exception) -> Con
     )
 
 
+def has_mlm_head(config) -> bool:
+    """Whether a saved model carries masked-LM weights (read from its config.json, not the weights)."""
+    return any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in config.architectures or [])
+
+
 def load_config(name_or_path: str, field: str = "teacher.name_or_path"):
     """The model's config alone: cheap, for validating a run before any weights are read."""
     path = resolve_path(name_or_path, field)

@@ -1,6 +1,6 @@
 """Augmented examples per second: distill's batched augmentation against the one-forward-per-word reference.
 
-    python scripts/bench_augment.py --data ../shared/data/sst2/train.tsv [--examples 2000] [--reference-examples 200]
+    python scripts/bench_augment.py --data $SST2/train.tsv [--examples 2000] [--reference-examples 200]
 
 Both paths, in one process and on the same sentences (the first rows of the file):
   neighbours  the packaged MiniLM teacher's input embeddings (it has no masked-LM head)
@@ -14,6 +14,7 @@ The reference (distill/reference/augment.py, TinyBERT's algorithm) runs on a pre
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -73,7 +74,8 @@ def compare(name: str, aug: AugmentConfig, model, sentences: list[str], n_refere
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data/sst2/train.tsv")
+    parser.add_argument("--data", default=os.path.join(os.environ.get("SST2", "."), "train.tsv"),
+                        help="sentences to augment (default: $SST2/train.tsv)")
     parser.add_argument("--examples", type=int, default=2000)
     parser.add_argument("--reference-examples", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)

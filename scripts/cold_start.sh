@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/cold_start}
 OUT=${OUT:-results/cold_start}
-DATA=${DATA:-../shared/data/sst2}
+DATA=${SST2:?set SST2 to a GLUE SST-2 directory (train.tsv, dev.tsv)}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 py=.venv/bin/python
 TEACHER=${TEACHER:-$RUNS/teacher/sst2/model}

@@ -3,7 +3,7 @@
 Checked by brute force (every held-out text against every training text, as lower-cased whitespace-separated
 words), independently of how distill.data drew the holdout, for both ``task.select_holdout_by`` settings.
 
-    python scripts/holdout_overlap.py task=sst2 task.data_dir=../shared/data/sst2 --json results/sst2_holdout/overlap.json
+    python scripts/holdout_overlap.py task=sst2 task.data_dir=$SST2 --json results/sst2_holdout/overlap.json
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ entropy of its targets (nats; ln 2 = 0.693 is uniform over two classes) and the 
 with a top probability of at least 0.99, as JSON.
 
 Usage: python scripts/teacher_targets.py [overrides as for python -m distill, e.g. task=sst2
-task.data_dir=../shared/data/sst2 runs_root=runs/sst2_full] > results/.../teacher_targets.json
+task.data_dir=$SST2 runs_root=runs/sst2_full] > results/.../teacher_targets.json
 The teacher read is ``teacher.finetuned`` (``runs_root/teacher/<task>/model``); it runs once over each split.
 """
 

@@ -1,6 +1,6 @@
 """Training throughput of distillation steps against the official TinyBERT setup, measured in one process.
 
-``python -m distill bench train [--data ../shared/data/sst2] [--teacher DIR] [--student tinybert4]
+``python -m distill bench train [--data $SST2] [--teacher DIR] [--student tinybert4]
 [--batch-size 32] [--threads 2] [--windows 5] [--window-steps 8] [--mixed-precision no|bf16] [--json out.json]``
 
 Rows (each: ``WARMUP`` untimed steps, then ``windows`` timed windows of ``window_steps`` optimizer steps;
@@ -29,6 +29,7 @@ distillation, whose packings differ), measured in this run.
 from __future__ import annotations
 
 import argparse
+import os
 import copy
 import dataclasses
 import shutil
@@ -47,6 +48,7 @@ from transformers import DataCollatorWithPadding, get_scheduler
 from distill.attention import use_score_attention
 from distill.config import LossWeights, compose_config
 from distill.data import cache_root, load_corpus, load_task_splits, path_identity, tokenize_task, train_loader
+from distill.errors import ConfigError
 from distill.files import text_table, write_json
 from distill.hf import load_model, load_tokenizer, resolve_path
 from distill.layer_map import LayerMap
@@ -245,6 +247,8 @@ def _on(loader, device):
 
 
 def run_benchmark(args) -> dict:
+    if not args.data:
+        raise ConfigError("bench train needs SST-2: pass --data <GLUE SST-2 directory> (or set SST2)")
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
     common = [f"student={args.student}", f"train.batch_size={args.batch_size}"]
@@ -387,7 +391,8 @@ def format_report(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m distill bench train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", default="../shared/data/sst2", help="an SST-2 directory (train.tsv, dev.tsv)")
+    parser.add_argument("--data", default=os.environ.get("SST2"), help="a GLUE SST-2 directory (train.tsv, dev.tsv); "
+                        "default: $SST2")
     parser.add_argument("--teacher", help="teacher model dir (default: the configured pretrained teacher)")
     parser.add_argument("--student", default="tinybert4", help="a distill/conf/student config name")
     parser.add_argument("--batch-size", type=int, default=32)

@@ -15,9 +15,9 @@ import dataclasses
 import logging
 
 from distill import rundir
-from distill.checks import active_terms, has_mlm_head
+from distill.checks import active_terms
 from distill.data import cache_root, load_corpus, path_identity, train_loader
-from distill.hf import load_model, load_tokenizer, resolve_path
+from distill.hf import has_mlm_head, load_model, load_tokenizer, resolve_path
 from distill.objective import Objective, TokenMasker
 from distill.projections import ProjectionCarry
 from distill.student import build_student, parameter_counts

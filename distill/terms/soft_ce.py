@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from distill.hf import has_mlm_head
 from distill.terms.base import LOGITS, LossTerm
 
 
@@ -38,8 +39,6 @@ class SoftCrossEntropy(LossTerm):
 
     @classmethod
     def problems(cls, cfg, teacher_config) -> list[str]:
-        from distill.checks import has_mlm_head
-
         if cfg.stage.loss.teacher_mlm == "required" and not has_mlm_head(teacher_config):
             return [f"stage.loss.teacher_mlm=required but the teacher ({teacher_config.architectures}) has no masked-LM "
                     "head; use a teacher with one, or teacher_mlm=auto to drop soft_ce"]
