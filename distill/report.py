@@ -29,6 +29,7 @@ import argparse
 import csv
 import json
 import re
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -60,6 +61,29 @@ def runs_below(root: Path, name: str) -> list[Path]:
     """Every ``name`` file below ``root``, outside hidden directories (a run set aside by overwrite=true in
     ``.previous``, an unfinished build)."""
     return sorted(p for p in root.rglob(name) if not any(part.startswith(".") for part in p.relative_to(root).parts))
+
+
+# what --keep copies of each run (destination name: source below the run directory): its figures, its full config,
+# the overrides or command that made it, its logged losses, its benchmark
+KEPT = {"metrics.json": "metrics.json", "config.yaml": "config.yaml", "overrides.yaml": ".hydra/overrides.yaml",
+        "command.txt": "command.txt", "log.jsonl": "log.jsonl", "bench.json": "bench.json"}
+
+
+def keep_run(run_dir: Path, dest: Path) -> None:
+    """Copy what a run's figures need (``KEPT``, those it has) into ``dest``: a results folder stays readable and
+    its tables rebuildable after the runs directory is gone."""
+    for name, source in KEPT.items():
+        if (run_dir / source).is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(run_dir / source, dest / name)
+
+
+def keep_runs(root: Path, dest: Path) -> list[Path]:
+    """``keep_run`` for every run below ``root``, at the same relative path below ``dest``."""
+    runs = [path.parent for path in runs_below(root, "metrics.json") if "checkpoints" not in path.parts]
+    for run_dir in runs:
+        keep_run(run_dir, dest / run_dir.relative_to(root))
+    return runs
 
 
 def speed(value: float | None, spread: list | None = None) -> str:
@@ -367,7 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--compare", action="store_true", help="instead, write results.md: every task run with its "
                         "selection-split score and means over _seed<N> runs (recipe studies, ablations)")
+    parser.add_argument("--keep", metavar="DIR", help="first copy each run's metrics.json, config.yaml, overrides, "
+                        "log and benchmark into DIR (same relative paths), then report from DIR alone")
     args = parser.parse_args(argv)
+    if args.keep:
+        kept = keep_runs(Path(args.root), Path(args.keep))
+        print(f"kept {len(kept)} runs in {args.keep}")
+        args.root = args.keep
     if args.compare:
         print(comparison(args.root), end="")
         return 0

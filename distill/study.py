@@ -6,16 +6,16 @@ A study file holds its question and the rule that decides it (written before the
 common to every run, the runs it needs first (``needs``: e.g. the teacher, at its default run directory),
 and its rows: one run each, ``<runs_root>/<study>/<row>[_seed<N>]``. A run whose ``metrics.json`` exists
 is not run again, so an interrupted study continues where it stopped. Each run directory keeps the command
-that made it (``command.txt``) beside its ``config.yaml``. ``--keep results/<name>`` copies each run's
-``metrics.json``, ``config.yaml``, ``command.txt`` and ``log.jsonl`` there and writes the table (``table.md``)
-from those copies alone, which ``python -m distill report --compare results/<name>`` rebuilds.
+that made it (``command.txt``) beside its ``config.yaml``. ``--keep results/<name>`` copies what each row's
+figures need there (``distill.report.keep_run``: ``metrics.json``, ``config.yaml``, ``command.txt``, ``log.jsonl``,
+...) and writes the table (``table.md``) from those copies alone, which ``python -m distill report --compare
+results/<name>`` rebuilds.
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -28,8 +28,6 @@ from distill.errors import ConfigError, DistillError
 from distill.files import write_text
 
 STUDIES = Path(__file__).parent / "studies"
-# what --keep copies of each row: its figures, its full config, the command that made it, its logged losses
-KEPT = ("metrics.json", "config.yaml", "command.txt", "log.jsonl")
 
 
 @dataclass
@@ -107,16 +105,13 @@ def run_study(study: Study, extra: list[str], keep: Path | None = None, only: li
             raise DistillError(f"study {study.name}: run {name} failed (exit {code}; its messages are above); the finished "
                                f"runs are kept: run the study again once it is fixed")
         write_text(run_dir / "command.txt", shell(overrides) + "\n")
-    from distill.report import comparison
+    from distill.report import comparison, keep_run
 
     rows = [(name, Path(cfg.run_dir)) for name, _, row, cfg in planned if row]
     table_dir = rows[0][1].parent
     if keep is not None:
         for name, run_dir in rows:
-            (keep / name).mkdir(parents=True, exist_ok=True)
-            for file in KEPT:
-                if (run_dir / file).is_file():
-                    shutil.copy2(run_dir / file, keep / name / file)
+            keep_run(run_dir, keep / name)
         table_dir = keep
     table = comparison(table_dir)
     if keep is not None:

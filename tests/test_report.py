@@ -129,3 +129,23 @@ def test_compare_averages_seeds_and_shows_general_runs_held_out_losses(tmp_path)
     assert "| solo | 1 |" not in text
     assert text.endswith("| general | 60 | 50-60 | 4.5000 | 2.2500 | 0.5000 |\n")  # loss (4 + 5) / 2, mlm (2 + 2.5) / 2
     assert (tmp_path / "results.md").read_text() == text
+
+
+def test_keep_copies_what_the_figures_need_and_reports_from_the_copies(tmp_path, capsys):
+    from distill.report import main
+
+    runs = tmp_path / "runs"
+    for name in ("kd_seed1", "kd_seed2"):
+        run = runs / "task" / name
+        (run / ".hydra").mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps(_task_metrics(0.9, 0.8, 0.88)))
+        (run / "config.yaml").write_text("seed: 1\n")
+        (run / ".hydra" / "overrides.yaml").write_text("- recipe=fast\n")
+        (run / "checkpoints" / "step_4").mkdir(parents=True)
+        (run / "checkpoints" / "step_4" / "metrics.json").write_text("{}")  # not a run
+        (run / "model").mkdir()
+    assert main([str(runs), "--keep", str(tmp_path / "kept"), "--compare"]) == 0
+    kept = tmp_path / "kept" / "task"
+    assert sorted(p.name for p in kept.iterdir()) == ["kd_seed1", "kd_seed2"]
+    assert sorted(p.name for p in (kept / "kd_seed1").iterdir()) == ["config.yaml", "metrics.json", "overrides.yaml"]
+    assert "| task/kd | 2 | 90.00 | 80.00 (80.00, 80.00) |" in (tmp_path / "kept" / "results.md").read_text()

@@ -46,7 +46,7 @@ def test_a_study_runs_once_records_its_commands_and_keeps_its_table(tmp_path, ca
     # the kept files alone give the same table, which `report --compare` rebuilds
     kept = tmp_path / "kept"
     assert sorted(p.name for p in (kept / "lr_low_seed1").iterdir()) == ["command.txt", "config.yaml", "log.jsonl",
-                                                                         "metrics.json"]
+                                                                         "metrics.json", "overrides.yaml"]
     table = comparison(kept)
     assert table in (kept / "table.md").read_text() and table == comparison(rows)
     assert "| lr_high | 2 |" in table and "| lr_low | 2 |" in table  # means over the two seeds
