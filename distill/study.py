@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m distill study", description=__doc__.split("\n\n")[0])
     parser.add_argument("study", help="a study name (distill/studies/<name>.yaml) or a study YAML file")
     parser.add_argument("overrides", nargs="*", help="overrides for every run, e.g. runs_root=runs/exp")
-    parser.add_argument("--keep", help="copy each row's metrics.json, config.yaml and command.txt here, and its table")
+    parser.add_argument("--keep", help="copy what each row's figures need here (distill.report.keep_run), and its table")
     parser.add_argument("--rows", help="run only these rows (comma-separated), and the needs")
     parser.add_argument("--list", action="store_true", help="print the runs and their commands, run nothing")
     args = parser.parse_intermixed_args(argv)  # overrides and options in any order

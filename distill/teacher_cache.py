@@ -355,9 +355,8 @@ class TeacherStores:
                 self.views[name].live_batches, self.views[name].stored_batches = live, stored
 
 
-# teacher terms a store can answer: the mapped layers and the logits (cosine reads the last layer, MLM
-# terms masked positions that change every step)
-# what the layer store answers (the logit store answers LOGITS)
+# what the layer store answers (the logit store answers LOGITS; a term on the last layer, like cosine, or on
+# masked positions that change every step, is answered by the live teacher)
 LAYER_STORED = STORED - {LOGITS}
 
 
