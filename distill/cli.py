@@ -10,7 +10,8 @@
 - ``python -m distill study <name> [key=value ...] [--keep results/<name>]``: a study (distill/studies/<name>.yaml):
   its runs, each skipped when finished, and its comparison table.
 
-Every command reports errors the same way, here and only here: a ``DistillError`` prints one
+The subcommands and their modules are ``distill.TOOLS``. Every command reports errors the same way, here and
+only here: a ``DistillError`` prints one
 ``error: ...`` line per problem (no stack trace) and exits with its ``exit_code`` (2 bad input,
 3 non-finite loss, 130 interrupted); anything else is a bug and keeps its traceback.
 """
@@ -24,7 +25,6 @@ from collections.abc import Callable
 
 from distill import TOOLS
 from distill.errors import DistillError, report_error
-
 
 
 def exit_code(run: Callable[[], int | None]) -> int:
