@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from distill.terms.base import EMBEDDINGS, LossTerm, masked_mse, projection
 
@@ -20,17 +21,15 @@ class EmbeddingMSE(LossTerm):
     name = "embedding"
     reads = teacher_reads = frozenset({EMBEDDINGS})
 
-    def __init__(self, student_dim: int, teacher_dim: int):
+    def __init__(self, student_dim: int, teacher_dim: int, proj: nn.Module | None = None):
         super().__init__()
-        self.proj = projection(student_dim, teacher_dim)
+        self.proj = projection(student_dim, teacher_dim) if proj is None else proj
 
     @classmethod
     def build(cls, setup) -> EmbeddingMSE:
         s, t = setup.student_config.hidden_size, setup.teacher_config.hidden_size
-        term = cls(s, t)
-        if setup.options.tinybert_compat:
-            term.proj = setup.share("projection", lambda: projection(s, t))
-        return term
+        # tinybert_compat: the one W TinyBERT's code uses for embeddings and hidden states
+        return cls(s, t, setup.share("projection", lambda: projection(s, t)) if setup.options.tinybert_compat else None)
 
     def forward(self, e_s: torch.Tensor, e_t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return masked_mse(self.proj(e_s), e_t, mask)

@@ -19,18 +19,22 @@ class HiddenMSE(LossTerm):
     name = "hidden"
     reads = teacher_reads = frozenset({MAPPED_HIDDEN})
 
-    def __init__(self, student_dim: int, teacher_dim: int, num_layers: int, shared_projection: bool = False):
+    def __init__(self, student_dim: int, teacher_dim: int, num_layers: int, shared_projection: bool = False,
+                 proj: nn.Module | None = None):
         super().__init__()
         self.num_layers = num_layers
-        count = 1 if shared_projection else num_layers
-        self.projs = nn.ModuleList(projection(student_dim, teacher_dim) for _ in range(count))
+        if proj is not None:  # one given W for every layer
+            self.projs = nn.ModuleList([proj])
+        else:
+            count = 1 if shared_projection else num_layers
+            self.projs = nn.ModuleList(projection(student_dim, teacher_dim) for _ in range(count))
 
     @classmethod
     def build(cls, setup) -> HiddenMSE:
         s, t, options = setup.student_config.hidden_size, setup.teacher_config.hidden_size, setup.options
-        term = cls(s, t, setup.layer_map.student_layers, options.shared_hidden_projection or options.tinybert_compat)
-        if options.tinybert_compat:  # one W for embeddings and hidden states
-            term.projs[0] = setup.share("projection", lambda: projection(s, t))
+        # tinybert_compat: one W for embeddings and hidden states
+        shared = setup.share("projection", lambda: projection(s, t)) if options.tinybert_compat else None
+        term = cls(s, t, setup.layer_map.student_layers, options.shared_hidden_projection, shared)
         term.pairs = setup.layer_map.hidden_pairs()
         return term
 
