@@ -76,3 +76,80 @@ def write_tiny_workspace(root: str | Path, n_train: int, n_dev: int, teachers: d
     for name, head in teachers.items():
         write_tiny_teacher(root / name, head=head)
     return root
+
+
+ZH_VOCAB = ["[PAD]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"好不的很书质量差喜欢买是了我这本值得推荐失望一般太慢快送货服务"]
+
+
+def write_albert_tf_checkpoint(directory: str | Path, layout: str, seed: int = 0, hidden: int = 16, embedding: int = 8,
+                               layers: int = 4, groups: int | list[int] = 2, inner: int = 1, heads: int = 2, ffn: int = 24,
+                               heads_mlm: bool = True, config_extra: dict | None = None) -> dict:
+    """A tiny random ALBERT pre-training checkpoint in TF's layout ``google`` (google-research/albert) or
+    ``brightmart`` (albert_zh, all layers shared), with its albert_config.json and a Chinese vocab.txt, written
+    without TensorFlow. ``groups``: how many Google groups, or which group numbers exist (with
+    ``config_extra={"num_hidden_groups": ...}``, a ``*_google_fast`` layout). Returns the variables, for
+    reference computations."""
+    import json
+
+    import numpy as np
+
+    from distill.tf_checkpoint import write_checkpoint
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    vocab = len(ZH_VOCAB)
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.2).astype(np.float32)
+
+    def dense(scope, n_in, n_out):
+        return {f"{scope}/kernel": w(n_in, n_out), f"{scope}/bias": w(n_out)}
+
+    def norm(scope, n):
+        return {f"{scope}/gamma": 1 + w(n), f"{scope}/beta": w(n)}
+
+    width = embedding if layout == "google" else hidden  # brightmart adds positions after projecting to H
+    v = {"bert/embeddings/word_embeddings": w(vocab, embedding), "bert/embeddings/position_embeddings": w(32, width),
+         "bert/embeddings/token_type_embeddings": w(2, width), **norm("bert/embeddings/LayerNorm", width),
+         **dense("bert/pooler/dense", hidden, hidden), "global_step": np.array(1000, np.int64)}
+    if layout == "google":
+        v.update(dense("bert/encoder/embedding_hidden_mapping_in", embedding, hidden))
+        group_ids = range(groups) if isinstance(groups, int) else groups
+        scopes = [f"bert/encoder/transformer/group_{g}/inner_group_{i}/" for g in group_ids for i in range(inner)]
+        parts = ["attention_1/self/query", "attention_1/self/key", "attention_1/self/value", "attention_1/output/dense",
+                 "LayerNorm", "ffn_1/intermediate/dense", "ffn_1/intermediate/output/dense", "LayerNorm_1"]
+    else:
+        v["bert/embeddings/word_embeddings_2"] = w(embedding, hidden)
+        scopes = ["bert/encoder/layer_shared/"]
+        parts = ["attention/self/query", "attention/self/key", "attention/self/value", "attention/output/dense",
+                 "attention/output/LayerNorm", "intermediate/dense", "output/dense", "output/LayerNorm"]
+    for scope in scopes:
+        for part in parts:
+            if part.endswith("LayerNorm") or part.endswith("LayerNorm_1"):
+                v.update(norm(scope + part, hidden))
+            elif part.startswith(("ffn_1/intermediate/output", "output/")):
+                v.update(dense(scope + part, ffn, hidden))
+            elif "intermediate" in part:
+                v.update(dense(scope + part, hidden, ffn))
+            else:
+                v.update(dense(scope + part, hidden, hidden))
+    if heads_mlm:
+        mlm_width = embedding if layout == "google" else hidden
+        v.update(dense("cls/predictions/transform/dense", hidden, mlm_width), **norm("cls/predictions/transform/LayerNorm", mlm_width))
+        v.update({"cls/predictions/output_bias": w(vocab), "cls/seq_relationship/output_weights": w(2, hidden),
+                  "cls/seq_relationship/output_bias": w(2)})
+    # optimizer slots, which the converter must skip
+    v["bert/pooler/dense/kernel/adam_m"] = np.zeros((hidden, hidden), np.float32)
+    write_checkpoint(directory / "model.ckpt-1000", v)
+    config = dict(vocab_size=vocab, hidden_size=hidden, embedding_size=embedding, num_hidden_layers=layers,
+                  num_attention_heads=heads, intermediate_size=ffn, hidden_act="gelu", max_position_embeddings=32,
+                  type_vocab_size=2, initializer_range=0.02, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    if layout == "google":
+        config.update(num_hidden_groups=groups if isinstance(groups, int) else len(groups), inner_group_num=inner)
+    else:
+        config["ln_type"] = "postln"
+    config.update(config_extra or {})
+    (directory / "albert_config.json").write_text(json.dumps(config, indent=2))
+    (directory / "vocab.txt").write_text("\n".join(ZH_VOCAB) + "\n", encoding="utf-8")
+    return v
