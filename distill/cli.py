@@ -7,6 +7,8 @@
 - ``python -m distill export onnx <model dir> ...``: ONNX export, parity check, int8.
 - ``python -m distill report <runs dir> ...``: a sweep's table, CSV and Pareto plot.
 - ``python -m distill cache list|clear``: the teacher caches and their sizes; removing them.
+- ``python -m distill convert albert-tf <checkpoint> <output dir>``: a Google ALBERT or albert_zh TensorFlow
+  checkpoint as a Hugging Face ALBERT directory (for ``stage.init.albert_dir``), without TensorFlow.
 - ``python -m distill study <name> [key=value ...] [--keep results/<name>]``: a study (distill/studies/<name>.yaml):
   its runs, each skipped when finished, and its comparison table.
 

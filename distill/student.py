@@ -116,19 +116,51 @@ def layer_group_of(model: nn.Module, layer: int) -> nn.Module:
     return core.encoder.albert_layer_groups[layer // per_group]
 
 
-def load_albert_body(student: nn.Module, path: str | Path, vocab_size: int, field: str) -> None:
+def _saved_vocab(path: Path) -> dict[str, int] | None:
+    """The vocabulary of the tokenizer saved beside a model, or None when there is none."""
+    if not any((path / name).is_file() for name in ("tokenizer.json", "vocab.txt", "spiece.model")):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path).get_vocab()
+
+
+# HF ALBERT config key -> the student field that sets it
+SHAPE_FIELDS = {"num_hidden_layers": "student.num_layers", "num_attention_heads": "student.num_heads",
+                "num_hidden_groups": "student.sharing / student.k", "inner_group_num": "student.sharing",
+                "hidden_act": "student.hidden_act"}
+TANH_GELU = {"gelu_new", "gelu_pytorch_tanh"}  # one function (TF's gelu), two implementations
+
+
+def load_albert_body(student: nn.Module, path: str | Path, vocab: dict[str, int], field: str) -> None:
     """Load a saved ALBERT's body (a general student, a converted pretrained ALBERT) into ``student``; its
-    head stays as built. ``field``: the config field that named ``path``, for the error."""
+    head stays as built. ``vocab``: the teacher tokenizer's token -> id, which a tokenizer saved with ``path``
+    must equal (same size is not enough: a permuted vocabulary would load silently). ``field``: the config
+    field that named ``path``, for the error."""
     try:
         source = AlbertModel.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise ConfigError(f"{field}={path} cannot be loaded as ALBERT ({type(err).__name__}: "
                           f"{(str(err).strip().splitlines() or [''])[0][:120]}); give a Hugging Face ALBERT directory") from None
-    if source.config.vocab_size != vocab_size:
+    if source.config.vocab_size != len(vocab):
         raise ConfigError(
-            f"{field}={path} has a vocabulary of {source.config.vocab_size} but the teacher's tokenizer has {vocab_size}; "
+            f"{field}={path} has a vocabulary of {source.config.vocab_size} but the teacher's tokenizer has {len(vocab)}; "
             "the student must share the teacher's vocabulary (distil it from this teacher, or point the field elsewhere)"
         )
+    saved = _saved_vocab(Path(path))
+    if saved is not None and saved != vocab:
+        token = next(t for t in sorted(set(saved) | set(vocab), key=lambda t: saved.get(t, vocab.get(t))) if saved.get(t) != vocab.get(t))
+        raise ConfigError(
+            f"{field}={path} has another vocabulary than the teacher's tokenizer (token {token!r} is id {saved.get(token)} there, "
+            f"{vocab.get(token)} in the teacher's); the student must share the teacher's vocabulary"
+        )
+    # settings that change what the weights compute without changing their shapes
+    mine = _albert_core(student).config
+    for key, fix in SHAPE_FIELDS.items():
+        theirs, ours = getattr(source.config, key), getattr(mine, key)
+        if theirs != ours and not {theirs, ours} <= TANH_GELU:
+            raise ConfigError(f"{field}={path} has {key}={theirs} but the student has "
+                              f"{ours}; set {fix} to match it")
     try:
         missing, unexpected = _albert_core(student).load_state_dict(source.state_dict(), strict=False)
     except RuntimeError as err:  # size mismatches

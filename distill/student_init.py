@@ -105,11 +105,11 @@ def copy_teacher_head(student: nn.Module, teacher: nn.Module) -> None:
         student.classifier.load_state_dict(teacher.classifier.state_dict())
 
 
-def initialise(student: nn.Module, teacher: nn.Module, init: StudentInit, layer_map: LayerMap, vocab_size: int) -> dict:
-    """Apply ``init`` to a freshly built student; return what was done, for metrics.json."""
+def initialise(student: nn.Module, teacher: nn.Module, init: StudentInit, layer_map: LayerMap, vocab: dict[str, int]) -> dict:
+    """Apply ``init`` to a freshly built student (``vocab``: the teacher tokenizer's); return what was done, for metrics.json."""
     done = {}
     if init.albert_dir:
-        load_albert_body(student, init.albert_dir, vocab_size, field="stage.init.albert_dir")
+        load_albert_body(student, init.albert_dir, vocab, field="stage.init.albert_dir")
         done["albert_dir"] = init.albert_dir
     if init.layers == "teacher":
         done["teacher_layers"] = copy_teacher_layers(student, teacher, init, layer_map)

@@ -255,7 +255,7 @@ def test_the_random_start_refusal_comes_from_the_command_in_one_line(ws, tmp_pat
                              r"be converted to Integer; python -m distill --cfg job shows every key and its type$"),
     ("train.batchsize=8", r"^error: Could not override 'train.batchsize'; Key 'batchsize' not in 'TrainConfig'"),
     ("task=sst3", r"^error: In 'config': Could not find 'task/sst3'; Available options in 'task': cola, mrpc, "
-                  r"rt_polarity, rte, sst2;"),
+                  r"rt_polarity, rte, sst2, zh_reviews;"),
 ])
 def test_an_override_hydra_cannot_apply_is_one_line_and_exit_2(override, message):
     import re

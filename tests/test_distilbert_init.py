@@ -128,14 +128,20 @@ def test_albert_dir_init(tokenizer, tmp_path):
     source = build_student(shape, tokenizer)
     source.save_pretrained(tmp_path / "albert")
     student = build_student(shape, tokenizer, num_labels=2)
-    load_albert_body(student, str(tmp_path / "albert"), len(tokenizer), field="stage.init.albert_dir")
+    vocab = tokenizer.get_vocab()
+    load_albert_body(student, str(tmp_path / "albert"), vocab, field="stage.init.albert_dir")
     assert torch.equal(student.albert.embeddings.word_embeddings.weight, source.embeddings.word_embeddings.weight)
     with pytest.raises(ConfigError, match=f"has a vocabulary of {len(tokenizer)} but the teacher's tokenizer has 99"):
-        load_albert_body(student, str(tmp_path / "albert"), 99, field="stage.init.albert_dir")
+        load_albert_body(student, str(tmp_path / "albert"), {str(i): i for i in range(99)}, field="stage.init.albert_dir")
+    # the same size, two tokens swapped: refused once the ALBERT's own tokenizer is beside it
+    load_albert_body(student, str(tmp_path / "albert"), {**vocab, "good": vocab["bad"], "bad": vocab["good"]}, field="x")
+    tokenizer.save_pretrained(tmp_path / "albert")
+    with pytest.raises(ConfigError, match="another vocabulary than the teacher's tokenizer"):
+        load_albert_body(student, str(tmp_path / "albert"), {**vocab, "good": vocab["bad"], "bad": vocab["good"]}, field="x")
     wider = build_student(StudentShape(num_layers=2, hidden_size=32, embedding_size=8, num_heads=4,
                                        intermediate_size=20, sharing="all"), tokenizer, num_labels=2)
     with pytest.raises(ConfigError, match="does not match the student's shape"):
-        load_albert_body(wider, str(tmp_path / "albert"), len(tokenizer), field="stage.init.albert_dir")
+        load_albert_body(wider, str(tmp_path / "albert"), vocab, field="stage.init.albert_dir")
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def test_student_copying_all_teacher_layers_reproduces_the_teachers_logits(tiny_
     teacher = AutoModelForSequenceClassification.from_pretrained(tiny_dir).eval()
     student = build_student(teacher_shaped(teacher), tokenizer, num_labels=2).eval()
     init = StudentInit(layers="teacher", source_layers="lowest", embedding="teacher", head="teacher")
-    done = initialise(student, teacher, init, LayerMap("uniform", 4, 4), len(tokenizer))
+    done = initialise(student, teacher, init, LayerMap("uniform", 4, 4), tokenizer.get_vocab())
     assert done["teacher_layers"] == [[1], [2], [3], [4]]
     inputs = {k: v for k, v in padded_batch.items() if k != "labels"}
     with torch.no_grad():

@@ -43,7 +43,7 @@ def run(cfg) -> dict:
     masked_lm = any(LOGITS in TERMS[name].reads for name in active_terms(cfg))
     student = build_student(student_shape(init, cfg.student, teacher.config), tokenizer, masked_lm=masked_lm,
                             type_vocab_size=teacher.config.type_vocab_size)
-    done = initialise(student, teacher.model, init, layer_map, len(tokenizer))
+    done = initialise(student, teacher.model, init, layer_map, tokenizer.get_vocab())
     masker = TokenMasker(tokenizer, cfg.stage.loss.mlm_probability) if masked_lm else None
     # the first pass over each chunk runs the teacher and stores its mapped layers (when what the run may store fits
     # train.teacher_cache_max_gb); later epochs read them

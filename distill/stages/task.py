@@ -114,14 +114,14 @@ def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map):
         type_vocab_size=source.config.type_vocab_size, **labels,
     )
     if from_general:
-        load_albert_body(student, general, len(tokenizer), field="general_student")
+        load_albert_body(student, general, tokenizer.get_vocab(), field="general_student")
         done = {"general_student": str(general)}
         if init.head == "teacher":
             copy_teacher_head(student, teacher.model)
             done["head"] = "teacher"
         return student, done
     return student, {"teacher": str(source.name_or_path), "source": init.source,
-                     **initialise(student, source, init, layer_map, len(tokenizer))}
+                     **initialise(student, source, init, layer_map, tokenizer.get_vocab())}
 
 
 def measure_speed(cfg, run, texts: list[str]) -> dict:
