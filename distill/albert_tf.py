@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AlbertConfig, AlbertForMaskedLM, AlbertForPreTraining, AlbertModel, BertTokenizer
 
 from distill.errors import ConfigError
 from distill.files import building_dir, write_text
@@ -185,8 +186,6 @@ def plan_conversion(names: set[str], cfg: dict) -> Plan:
 
 
 def _model_class(plan: Plan):
-    from transformers import AlbertForMaskedLM, AlbertForPreTraining, AlbertModel
-
     if "sop_classifier.classifier.weight" in plan.sources:
         return AlbertForPreTraining
     return AlbertForMaskedLM if "predictions.bias" in plan.sources else AlbertModel
@@ -194,8 +193,6 @@ def _model_class(plan: Plan):
 
 def build_model(ckpt: Checkpoint, plan: Plan):
     """The HF model holding the checkpoint's weights; a one-line error for any mismatch."""
-    from transformers import AlbertConfig
-
     names = {n for n in ckpt.entries if not SKIPPED.search(n)}
     stray = sorted(names - {tf for tf, _ in plan.sources.values()} - {"bert/embeddings/word_embeddings_2"})
     if stray:
@@ -256,7 +253,8 @@ def model_card(plan: Plan, prefix: Path, config_path: Path, vocab_path: Path) ->
         f"inner, activation `{plan.config['hidden_act']}` (TF's tanh-approximated gelu is `gelu_new`).",
         "- Tokenizer: BertTokenizer from the checkpoint's WordPiece vocab.txt, lower-cased, CJK characters split.",
         *[f"- {note}." for note in plan.notes],
-        "- Exact: every parameter equals its TF variable (kernels transposed); optimizer slots and global_step were dropped.",
+        "- Exact: the model computes what the TF model computes; each parameter is its TF variable (kernels transposed"
+        f"{'; word embeddings the product above' if plan.layout == 'brightmart' else ''}); optimizer slots and global_step were dropped.",
         "- Licence: that of the source checkpoint.",
     ]
     return "\n".join(lines) + "\n"
@@ -265,8 +263,6 @@ def model_card(plan: Plan, prefix: Path, config_path: Path, vocab_path: Path) ->
 def convert(checkpoint: str | Path, output: str | Path, config: str | Path | None = None, vocab: str | Path | None = None) -> Path:
     """Convert a TF ALBERT checkpoint into a Hugging Face directory at ``output``; every check runs before
     anything is written, and the directory appears whole or not at all."""
-    from transformers import BertTokenizer
-
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         raise ConfigError(f"{output} already exists and is not empty; give a new output directory (nothing was overwritten)")
@@ -298,5 +294,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab", help="WordPiece vocab.txt (default: vocab.txt / vocab_chinese.txt beside it)")
     args = parser.parse_args(argv)
     out = convert(args.checkpoint, args.output, args.config, args.vocab)
-    print(f"wrote {out} ({(out / 'README.md').read_text().splitlines()[2][2:]})")
+    print(f"wrote {out}")
+    print("\n".join(line for line in (out / "README.md").read_text().splitlines() if line.startswith("- ")))
     return 0

@@ -19,7 +19,8 @@ when the registry cannot be reached.
 - ``zh_char_minilm``: a stand-in for a Chinese BERT on a machine with no model hub (``teacher=zh_char``):
   a WordPiece vocabulary trained on zh_reviews' train split (CJK characters one token each, as Chinese
   BERT's), on MiniLM's encoder. Embedding rows of tokens MiniLM also has are copied, the others start at
-  the mean of MiniLM's rows (``distill.vocab.transplant_embeddings``). Not pretrained on Chinese.
+  seeded draws with the mean and spread of MiniLM's rows (``distill.vocab.transplant_embeddings``).
+  Not pretrained on Chinese.
 """
 
 from __future__ import annotations
@@ -77,6 +78,16 @@ def _write_tsv(path: Path, rows: list[tuple[str, str]]) -> None:
             f.write(f"{' '.join(text.split())}\t{label}\n")
 
 
+def _write_splits(work: Path, rows: list[tuple[str, str]]) -> None:
+    """Shuffle ``rows`` with a fixed seed and write them 80/10/10 as train/dev/test.tsv; drop the download."""
+    random.Random(13).shuffle(rows)
+    n_dev = n_test = len(rows) // 10
+    _write_tsv(work / "dev.tsv", rows[:n_dev])
+    _write_tsv(work / "test.tsv", rows[n_dev : n_dev + n_test])
+    _write_tsv(work / "train.tsv", rows[n_dev + n_test :])
+    shutil.rmtree(work / "download")
+
+
 def _build_rt_polarity(work: Path) -> None:
     archive = _pip_download("vaderSentiment==3.3.2", work / "download", source=True)
     with tarfile.open(archive) as outer:
@@ -93,12 +104,7 @@ def _build_rt_polarity(work: Path) -> None:
         rating = float(parts[1])
         if rating != 0:
             rows.append((parts[2], "positive" if rating > 0 else "negative"))
-    random.Random(13).shuffle(rows)
-    n_dev = n_test = len(rows) // 10
-    _write_tsv(work / "dev.tsv", rows[:n_dev])
-    _write_tsv(work / "test.tsv", rows[n_dev : n_dev + n_test])
-    _write_tsv(work / "train.tsv", rows[n_dev + n_test :])
-    shutil.rmtree(work / "download")
+    _write_splits(work, rows)
 
 
 def _build_news(work: Path) -> None:
@@ -126,12 +132,7 @@ def _build_zh_reviews(work: Path) -> None:
                 if text := " ".join(line.split()):
                     texts.setdefault(text, set()).add("positive" if label == "pos" else "negative")
     rows = sorted((text, labels.pop()) for text, labels in texts.items() if len(labels) == 1)
-    random.Random(13).shuffle(rows)
-    n_dev = n_test = len(rows) // 10
-    _write_tsv(work / "dev.tsv", rows[:n_dev])
-    _write_tsv(work / "test.tsv", rows[n_dev : n_dev + n_test])
-    _write_tsv(work / "train.tsv", rows[n_dev + n_test :])
-    shutil.rmtree(work / "download")
+    _write_splits(work, rows)
 
 
 def _build_zh_char_minilm(work: Path) -> None:

@@ -31,13 +31,18 @@ def train_wordpiece(texts: list[str], min_frequency: int = 2) -> list[str]:
     return list(SPECIALS) + sorted(set(tokenizer.get_vocab()) - set(SPECIALS))
 
 
-def transplant_embeddings(source: torch.Tensor, source_vocab: list[str], target_vocab: list[str]) -> tuple[torch.Tensor, int]:
+def transplant_embeddings(source: torch.Tensor, source_vocab: list[str], target_vocab: list[str],
+                          generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
     """Rows for ``target_vocab`` [V_t, E] from ``source`` [V_s, E]: a token both vocabularies have keeps its
-    source row; any other starts at the mean of the source rows. Returns the rows and how many matched."""
+    source row; any other starts at the mean of the source rows or, given a ``generator``, at a draw from
+    N(mean, std^2) per dimension (so that new tokens are told apart from the first step: when most tokens
+    are new, identical rows leave the model blind to most of the text). Returns the rows and how many matched."""
     index = {token: i for i, token in enumerate(source_vocab)}
-    mean = source.mean(0)
-    rows = torch.stack([source[index[t]] if t in index else mean for t in target_vocab])
-    return rows, sum(t in index for t in target_vocab)
+    mean, std = source.mean(0), source.std(0)
+    new = [t for t in target_vocab if t not in index]
+    draws = iter(mean + std * torch.randn(len(new), source.shape[1], generator=generator) if generator else [mean] * len(new))
+    rows = torch.stack([source[index[t]] if t in index else next(draws) for t in target_vocab])
+    return rows, len(target_vocab) - len(new)
 
 
 def chinese_teacher_from(source: str | Path, name: str, texts: list[str], out_dir: Path) -> None:
@@ -50,7 +55,8 @@ def chinese_teacher_from(source: str | Path, name: str, texts: list[str], out_di
     tokens = train_wordpiece(texts)
     model = BertModel.from_pretrained(source)
     source_ids = AutoTokenizer.from_pretrained(source).get_vocab()
-    rows, matched = transplant_embeddings(model.get_input_embeddings().weight.detach(), sorted(source_ids, key=source_ids.get), tokens)
+    rows, matched = transplant_embeddings(model.get_input_embeddings().weight.detach(), sorted(source_ids, key=source_ids.get), tokens,
+                                          generator=torch.Generator().manual_seed(0))
     model.resize_token_embeddings(len(tokens), mean_resizing=False)
     model.get_input_embeddings().weight.data.copy_(rows)
     model.config.pad_token_id = 0
@@ -62,7 +68,7 @@ def chinese_teacher_from(source: str | Path, name: str, texts: list[str], out_di
         f"- Encoder: {name}'s layers, position and token-type embeddings, unchanged.\n"
         f"- Vocabulary: {len(tokens)} WordPiece tokens trained on {len(texts)} texts (lower case, each CJK character one token); "
         f"{matched} of them are in {name}'s vocabulary and keep its embedding rows, the other {len(tokens) - matched} start at "
-        "the mean row.\n"
+        "random draws with the mean and spread of its rows (seeded).\n"
         "- Built by distill's asset `zh_char_minilm` so that a Chinese task runs end to end with no model hub; with a hub, "
         "use a real Chinese BERT (`teacher.name_or_path=<a Chinese BERT>`).\n"
     ))

@@ -25,6 +25,7 @@ TESTS = [
     "tests/test_teacher_objective.py", "tests/test_teacher_cache.py", "tests/test_task_init.py",
 ]
 AUGMENT_TESTS = ["tests/test_augment.py::test_batched_candidates_equal_the_one_forward_per_word_reference"]
+CONVERT_TESTS = ["tests/test_albert_tf.py"]
 # (name, file, exact text, replacement[, tests]): each text occurs exactly once in its file
 MUTATIONS = [
     ("soft CE with student and teacher swapped", "distill/terms/soft_ce.py",
@@ -56,6 +57,12 @@ MUTATIONS = [
      "text.lower() in STOP_WORDS)", "text.lower() in ())", AUGMENT_TESTS),
     ("augmentation proposes sub-word pieces", "distill/augment.py",
      'and not t.startswith("##") and', "and", AUGMENT_TESTS),
+    ("TF kernels not transposed", "distill/albert_tf.py",
+     "value = value.T if transpose else value", "value = value", CONVERT_TESTS),
+    ("TF's gelu read as exact gelu", "distill/albert_tf.py",
+     'ACTIVATIONS = {"gelu": "gelu_new",', 'ACTIVATIONS = {"gelu": "gelu",', CONVERT_TESTS),
+    ("checkpoint index keys read without their shared prefix", "distill/tf_checkpoint.py",
+     "key = key[:shared] + block[pos : pos + non_shared]", "key = block[pos : pos + non_shared]", CONVERT_TESTS),
 ]
 
 
@@ -86,11 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix=".mutation-", dir=REPO.parent) as scratch:
         base = Path(scratch) / "base"
         copy_project(base)
-        code, failed = run_tests(base, sorted({*args.tests, *AUGMENT_TESTS}))
+        code, failed = run_tests(base, sorted({*args.tests, *AUGMENT_TESTS, *CONVERT_TESTS}))
         if code != 0:
             print(f"error: the unmutated suite fails ({', '.join(failed) or 'see pytest'}); fix that first")
             return 2
-        print(f"unmutated: the {len(args.tests)} test files and the augmentation parity test pass")
+        print(f"unmutated: the {len(args.tests)} test files, the augmentation parity test and the TF conversion tests pass")
         survivors = []
         for name, file, text, replacement, *only in mutations:
             tests = only[0] if only else args.tests

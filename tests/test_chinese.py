@@ -62,6 +62,11 @@ def test_transplant_keeps_shared_rows_and_starts_others_at_the_mean():
     rows, matched = transplant_embeddings(source, ["[PAD]", "a", "b", "c"], ["[PAD]", "书", "c", "好"])
     assert matched == 2
     assert torch.equal(rows, torch.stack([source[0], source.mean(0), source[3], source.mean(0)]))
+    # with a generator, new rows are draws from N(mean, std^2) per dimension, in vocabulary order
+    rows, _ = transplant_embeddings(source, ["[PAD]", "a", "b", "c"], ["[PAD]", "书", "c", "好"], torch.Generator().manual_seed(3))
+    noise = torch.randn(2, 3, generator=torch.Generator().manual_seed(3))
+    expected = source.mean(0) + source.std(0) * noise
+    assert torch.equal(rows, torch.stack([source[0], expected[0], source[3], expected[1]]))
 
 
 def test_chinese_teacher_keeps_the_encoder(tmp_path):
@@ -77,7 +82,8 @@ def test_chinese_teacher_keeps_the_encoder(tmp_path):
     en_vocab = (tmp_path / "en" / "vocab.txt").read_text().split()
     emb, src = model.embeddings.word_embeddings.weight, source.embeddings.word_embeddings.weight
     assert torch.equal(emb[tok.convert_tokens_to_ids("the")], src[en_vocab.index("the")])
-    assert torch.allclose(emb[tok.convert_tokens_to_ids("书")], src.mean(0))
+    new = emb[tok.convert_tokens_to_ids(["书", "好"])]  # not in the English vocabulary: seeded draws, told apart
+    assert not torch.equal(new[0], new[1]) and not torch.isin(new, src).all(dim=1).any()
 
 
 def _chinese_teacher(directory: Path) -> None:
