@@ -181,6 +181,36 @@ def test_google_every_parameter_equals_its_variable(tmp_path):
     assert np.array_equal(pooler.weight.detach().numpy(), v["bert/pooler/dense/kernel"].T)
 
 
+BRIGHT_TO_HF = {"attention/self/query": "attention.query", "attention/self/key": "attention.key",
+                "attention/self/value": "attention.value", "attention/output/dense": "attention.dense",
+                "intermediate/dense": "ffn", "output/dense": "ffn_output"}
+BRIGHT_NORMS = {"attention/output/LayerNorm": "attention.LayerNorm", "output/LayerNorm": "full_layer_layer_norm"}
+
+
+def test_brightmart_every_parameter_equals_its_variable(tmp_path):
+    v = write_albert_tf_checkpoint(tmp_path / "tf", "brightmart")
+    model = AlbertModel.from_pretrained(convert(tmp_path / "tf", tmp_path / "hf"))
+    params = {k: p.detach().numpy() for k, p in model.named_parameters()}
+    expected = {"embeddings.word_embeddings.weight": v["bert/embeddings/word_embeddings"] @ v["bert/embeddings/word_embeddings_2"],
+                "embeddings.position_embeddings.weight": v["bert/embeddings/position_embeddings"],
+                "embeddings.token_type_embeddings.weight": v["bert/embeddings/token_type_embeddings"],
+                "embeddings.LayerNorm.weight": v["bert/embeddings/LayerNorm/gamma"],
+                "embeddings.LayerNorm.bias": v["bert/embeddings/LayerNorm/beta"],
+                "encoder.embedding_hidden_mapping_in.weight": np.eye(16), "encoder.embedding_hidden_mapping_in.bias": np.zeros(16),
+                "pooler.weight": v["bert/pooler/dense/kernel"].T, "pooler.bias": v["bert/pooler/dense/bias"]}
+    hf = "encoder.albert_layer_groups.0.albert_layers.0."
+    for tf_part, hf_part in BRIGHT_TO_HF.items():
+        expected[f"{hf}{hf_part}.weight"] = v[f"bert/encoder/layer_shared/{tf_part}/kernel"].T
+        expected[f"{hf}{hf_part}.bias"] = v[f"bert/encoder/layer_shared/{tf_part}/bias"]
+    for tf_part, hf_part in BRIGHT_NORMS.items():
+        expected[f"{hf}{hf_part}.weight"] = v[f"bert/encoder/layer_shared/{tf_part}/gamma"]
+        expected[f"{hf}{hf_part}.bias"] = v[f"bert/encoder/layer_shared/{tf_part}/beta"]
+    assert set(expected) == set(params)
+    for name, value in expected.items():
+        np.testing.assert_allclose(params[name], value, rtol=1e-6, atol=1e-7, err_msg=name)
+    assert model.config.embedding_size == model.config.hidden_size == 16 and model.config.num_hidden_groups == 1
+
+
 @pytest.mark.parametrize("layout,kwargs", [
     ("google", dict(groups=2)),
     ("google", dict(groups=1, inner=2)),
