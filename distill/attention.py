@@ -9,12 +9,19 @@ exactly what ``eager`` computes and returns the pre-softmax scores where
 scores. A newly registered name would get ``attention_mask=None``, so the
 eager mask builder is registered for it too (``AttentionMaskInterface``);
 masked keys therefore hold ``torch.finfo(dtype).min`` in the scores.
+
+Models whose attention does not go through the interface (MPNet: its relative position bias is added
+inside ``MPNetSelfAttention``) get the same behaviour from a forward bound to each attention module
+(``SCORE_FORWARDS``): eager's computation, the scores (bias and mask included) returned as the weights.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+import math
+import types
 
 import torch
 from torch import nn
@@ -50,21 +57,64 @@ AttentionInterface.register(SCORES_ATTENTION, scores_attention_forward)
 AttentionMaskInterface.register(SCORES_ATTENTION, eager_mask)
 
 
+def mpnet_scores_forward(self, hidden_states, attention_mask=None, position_bias=None, output_attentions=False, **kwargs):
+    """``MPNetSelfAttention.forward`` (transformers 5) returning the pre-softmax scores
+    Q K^T / sqrt(d) + relative position bias + additive mask, [b, heads, q, k], instead of the probabilities."""
+    shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
+    q, k, v = (proj(hidden_states).view(shape).transpose(1, 2) for proj in (self.q, self.k, self.v))
+    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.attention_head_size)
+    if position_bias is not None:
+        scores = scores + position_bias
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = self.dropout(nn.functional.softmax(scores, dim=-1))
+    context = torch.matmul(probs, v).permute(0, 2, 1, 3).flatten(2)
+    output = self.o(context)
+    return (output, scores) if output_attentions else (output,)
+
+
+# attention modules outside the AttentionInterface -> the forward that returns their scores
+SCORE_FORWARDS = {"MPNetSelfAttention": mpnet_scores_forward}
+
+
+def _bound_score_forwards(model: nn.Module) -> int:
+    """Bind the score-returning forward to every attention module of a model that needs one; how many."""
+    bound = 0
+    for module in model.modules():
+        forward = SCORE_FORWARDS.get(type(module).__name__)
+        if forward is not None:
+            module.forward = types.MethodType(forward, module)
+            bound += 1
+    return bound
+
+
+def returns_scores(model: nn.Module) -> bool:
+    return model.config._attn_implementation == SCORES_ATTENTION or getattr(model, "_distill_bound_scores", False)
+
+
 def use_score_attention(model: nn.Module) -> nn.Module:
     """Switch a loaded model to the score-returning attention, in place."""
+    if _bound_score_forwards(model):
+        model._distill_bound_scores = True  # its attention cannot be switched; it now always returns scores
+        return model
     model.set_attn_implementation(SCORES_ATTENTION)
     return model
 
 
 def use_fast_attention(model: nn.Module) -> nn.Module:
-    """Switch to torch's fused attention (sdpa), in place: for passes that read only logits."""
-    model.set_attn_implementation("sdpa")
+    """Switch to torch's fused attention (sdpa), in place: for passes that read only logits. A model with
+    bound score forwards keeps them (the scores are computed, and not asked for)."""
+    if not getattr(model, "_distill_bound_scores", False):
+        model.set_attn_implementation("sdpa")
     return model
 
 
 @contextmanager
 def fast_attention(model: nn.Module):
     """sdpa inside the block, the model's own attention again after it."""
+    if getattr(model, "_distill_bound_scores", False):
+        yield model
+        return
     previous = model.config._attn_implementation
     use_fast_attention(model)
     try:
@@ -143,7 +193,7 @@ def intermediates(
     runner = model.base_model if head is not None or depth is not None else model
     with first_layers(model, depth):
         out = runner(**inputs, output_hidden_states=True, output_attentions=True, return_dict=True)
-    if model.config._attn_implementation != SCORES_ATTENTION:
+    if not returns_scores(model):
         raise RuntimeError(
             f"model uses attention '{model.config._attn_implementation}', which returns probabilities or nothing; "
             "call distill.attention.use_score_attention(model) first"

@@ -335,9 +335,19 @@ def teacher_problems(cfg: Config, teacher_config, init_config=None) -> tuple[lis
     return out, layer_map
 
 
+# teacher families whose parameter layout distill.student_init knows how to copy into the student; others
+# (RoBERTa's and MPNet's positions start after padding_idx, their classifier is dense + out_proj) are refused
+COPYABLE_FAMILIES = ("bert",)
+
+
 def init_shape_problems(init: StudentInit, student: StudentShape, teacher_config) -> list[str]:
     """What an initialisation from the teacher needs of the student's shape."""
     out = []
+    copies = [f"{part}=teacher" for part in ("layers", "embedding", "head") if getattr(init, part) == "teacher"]
+    if copies and teacher_config.model_type not in COPYABLE_FAMILIES:
+        return [f"stage.init.{copies[0]} copies a BERT teacher's parameters, but this teacher is {teacher_config.model_type}, "
+                "whose position embeddings and classifier are laid out differently (not supported yet); "
+                "use stage.init.layers/embedding/head=random (with a general stage), or a BERT teacher"]
     if init.layers == "teacher":
         for s_name, t_name in (("hidden_size", "hidden_size"), ("num_heads", "num_attention_heads")):
             if getattr(student, s_name) != getattr(teacher_config, t_name):

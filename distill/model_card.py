@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.hf import check_model_dir
+from distill.hf import LICENCES, check_model_dir
 from distill.files import write_text
 
 CARD_FIELDS = [
     ("teacher", "Teacher"),
+    ("licence", "Teacher's licence"),
     ("data", "Data"),
     ("student", "Student shape"),
     ("sharing", "Cross-layer sharing"),
@@ -45,6 +46,7 @@ def write_task_card(model_dir: str | Path, cfg, metrics: dict, report_examples: 
     evals = metrics["eval"]
     return write_model_card(model_dir, {
         "name": f"distill {cfg.student.tag()} on {cfg.task.name}", "teacher": cfg.teacher.finetuned,
+        "licence": LICENCES.get(cfg.teacher.name_or_path, f"that of {cfg.teacher.name_or_path} (see its model card)"),
         "data": f"{cfg.task.name} ({evals['reported_on']}: {report_examples} examples, chose nothing)",
         "student": cfg.student.tag(), "sharing": cfg.student.sharing, "params": metrics["params"],
         "heldout": evals["student"], "speedup": metrics.get("speedup"),

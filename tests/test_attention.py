@@ -49,3 +49,37 @@ def test_saved_model_does_not_need_distill(tmp_path, model):
     assert model.config._attn_implementation == SCORES_ATTENTION
     model.save_pretrained(tmp_path)
     assert SCORES_ATTENTION not in (tmp_path / "config.json").read_text()
+
+
+def test_mpnet_scores_add_the_relative_position_bias_and_leave_the_outputs_alone():
+    """MPNet's attention is outside the AttentionInterface: a bound forward returns its scores
+    Q K^T / sqrt(d) + relative position bias + mask, and the model computes what eager MPNet computes."""
+    import copy
+    import math
+
+    from transformers import MPNetConfig, MPNetModel
+
+    from distill.attention import intermediates, use_score_attention
+
+    torch.manual_seed(0)
+    config = MPNetConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                         max_position_embeddings=40, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    eager = MPNetModel(config).eval()
+    model = use_score_attention(copy.deepcopy(eager))
+    ids = torch.tensor([[0, 5, 6, 7, 8, 2], [0, 9, 10, 2, 1, 1]])  # <s> ... </s>, padded with <pad> = 1
+    mask = (ids != 1).long()
+    with torch.no_grad():
+        ref = eager(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        got = intermediates(model, {"input_ids": ids, "attention_mask": mask})
+        assert len(got.attention_scores) == 2
+        for a, b in zip(got.hidden_states, ref.hidden_states):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        bias = eager.encoder.compute_position_bias(ref.hidden_states[0])  # [b, heads, t, t]
+        assert bias.abs().max() > 0
+        real = mask.bool()[:, None, None, :].expand(-1, 4, 6, -1)
+        for layer, scores in enumerate(got.attention_scores):
+            attn, x = eager.encoder.layer[layer].attention.attn, ref.hidden_states[layer]
+            q, k = (proj(x).view(2, 6, 4, 8).transpose(1, 2) for proj in (attn.q, attn.k))
+            expected = q @ k.transpose(-1, -2) / math.sqrt(8) + bias
+            torch.testing.assert_close(scores[real], expected[real], atol=1e-5, rtol=1e-5)
+            assert (scores[~real] < -1e30).all()  # masked keys carry the additive mask

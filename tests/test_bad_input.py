@@ -305,3 +305,19 @@ def test_python_m_a_library_module_names_the_command_to_use():
             continue
         assert proc.returncode == 2 and proc.stderr == f"error: {module} is a library module, not a command; {expected}\n", \
             proc.stderr
+
+
+def test_copying_from_a_teacher_family_without_a_copy_map_is_refused_up_front(ws, tmp_path):
+    """An MPNet teacher distils (its scores are captured), but its layers, positions and head are not BERT's:
+    stage.init.*=teacher is one line before any model is loaded, not a key-mismatch traceback."""
+    from transformers import MPNetConfig
+
+    mpnet = tmp_path / "mpnet"
+    MPNetConfig(vocab_size=63, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37,
+                architectures=["MPNetForSequenceClassification"]).save_pretrained(mpnet)
+    cfg = compose_cfg(ws, "recipe=fast", f"teacher.finetuned={mpnet}", f"run_dir={tmp_path / 'a'}",
+                      "student.hidden_size=32", "student.embedding_size=32", "student.intermediate_size=20")
+    with pytest.raises(ConfigError, match=r"^stage.init.layers=teacher copies a BERT teacher's parameters, but this "
+                                          r"teacher is mpnet") as err:
+        run(cfg)
+    assert len(str(err.value).splitlines()) == 1 and not (tmp_path / "a" / "config.yaml").exists()

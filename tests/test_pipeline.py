@@ -87,6 +87,7 @@ def test_teacher_general_task_chain(workspace):
     assert json.loads((run_dir / "bench.json").read_text())["reference"].endswith("teacher/sst2/model")
     card = (run_dir / "model" / "README.md").read_text()
     assert "L2_H16_E8_A4_I20_shareall" in card and "Measured speed-up" in card
+    assert f"- Teacher's licence: that of {workspace / 'teacher'} (see its model card)" in card
     log_lines = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert {r["phase"] for r in log_lines} == {"intermediate", "prediction"}
 
