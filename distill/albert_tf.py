@@ -47,11 +47,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AlbertConfig, AlbertForMaskedLM, AlbertForPreTraining, AlbertModel, BertTokenizer
+from transformers import AlbertConfig, AlbertForMaskedLM, AlbertForPreTraining, AlbertModel
 
 from distill.errors import ConfigError
 from distill.files import building_dir, write_text
 from distill.tf_checkpoint import Checkpoint, find_prefix
+from distill.vocab import save_wordpiece
 
 SKIPPED = re.compile(r"(^|/)(adam_m|adam_v|global_step)$")
 ACTIVATIONS = {"gelu": "gelu_new", "relu": "relu", "tanh": "tanh", "linear": "linear"}
@@ -280,8 +281,7 @@ def convert(checkpoint: str | Path, output: str | Path, config: str | Path | Non
     model = build_model(ckpt, plan)
     with building_dir(output) as work:
         model.save_pretrained(work)
-        BertTokenizer(vocab=str(vocab_path), do_lower_case=True, tokenize_chinese_chars=True).save_pretrained(work)
-        (work / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")  # for tools that read vocab.txt
+        save_wordpiece(tokens, work)
         write_text(work / "README.md", model_card(plan, prefix, config_path, vocab_path))
     return output
 

@@ -88,8 +88,12 @@ def _bound_score_forwards(model: nn.Module) -> int:
     return bound
 
 
+def _has_bound_scores(model: nn.Module) -> bool:
+    return getattr(model, "_distill_bound_scores", False)
+
+
 def returns_scores(model: nn.Module) -> bool:
-    return model.config._attn_implementation == SCORES_ATTENTION or getattr(model, "_distill_bound_scores", False)
+    return model.config._attn_implementation == SCORES_ATTENTION or _has_bound_scores(model)
 
 
 def use_score_attention(model: nn.Module) -> nn.Module:
@@ -104,7 +108,7 @@ def use_score_attention(model: nn.Module) -> nn.Module:
 def use_fast_attention(model: nn.Module) -> nn.Module:
     """Switch to torch's fused attention (sdpa), in place: for passes that read only logits. A model with
     bound score forwards keeps them (the scores are computed, and not asked for)."""
-    if not getattr(model, "_distill_bound_scores", False):
+    if not _has_bound_scores(model):
         model.set_attn_implementation("sdpa")
     return model
 
@@ -112,7 +116,7 @@ def use_fast_attention(model: nn.Module) -> nn.Module:
 @contextmanager
 def fast_attention(model: nn.Module):
     """sdpa inside the block, the model's own attention again after it."""
-    if getattr(model, "_distill_bound_scores", False):
+    if _has_bound_scores(model):
         yield model
         return
     previous = model.config._attn_implementation

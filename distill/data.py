@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from distill.assets import fetch
+from distill.assets import fetch, sha256_of
 from distill.config import CorpusConfig, TaskConfig
 from distill.errors import ConfigError
 from distill.files import write_json
@@ -167,11 +167,7 @@ def file_hashes(paths: list[Path]) -> list[str]:
         st = path.stat()
         key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}"
         if key not in memo:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            memo[key], added = digest.hexdigest(), True
+            memo[key], added = sha256_of(path), True
         out.append(memo[key])
     if added:
         try:

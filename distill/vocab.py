@@ -45,10 +45,19 @@ def transplant_embeddings(source: torch.Tensor, source_vocab: list[str], target_
     return rows, len(target_vocab) - len(new)
 
 
+def save_wordpiece(tokens: list[str], directory: Path) -> None:
+    """Save a lower-casing, CJK-splitting BertTokenizer over ``tokens`` (Chinese BERT's settings) into
+    ``directory``, with the plain ``vocab.txt`` beside it for tools that read that file."""
+    from transformers import BertTokenizer
+
+    BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True, tokenize_chinese_chars=True).save_pretrained(directory)
+    (Path(directory) / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+
+
 def chinese_teacher_from(source: str | Path, name: str, texts: list[str], out_dir: Path) -> None:
     """Save to ``out_dir`` the BERT encoder in directory ``source`` (called ``name`` in the README written
     beside it) with a Chinese WordPiece vocabulary trained on ``texts``."""
-    from transformers import AutoTokenizer, BertModel, BertTokenizer
+    from transformers import AutoTokenizer, BertModel
 
     from distill.files import write_text
 
@@ -61,8 +70,7 @@ def chinese_teacher_from(source: str | Path, name: str, texts: list[str], out_di
     model.get_input_embeddings().weight.data.copy_(rows)
     model.config.pad_token_id = 0
     model.save_pretrained(out_dir)
-    BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True, tokenize_chinese_chars=True).save_pretrained(out_dir)
-    (out_dir / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    save_wordpiece(tokens, out_dir)
     write_text(out_dir / "README.md", (
         "# A Chinese stand-in teacher (not pretrained on Chinese)\n\n"
         f"- Encoder: {name}'s layers, position and token-type embeddings, unchanged.\n"
