@@ -12,7 +12,7 @@ masked keys therefore hold ``torch.finfo(dtype).min`` in the scores.
 
 Models whose attention does not go through the interface (MPNet: its relative position bias is added
 inside ``MPNetSelfAttention``) get the same behaviour from a forward bound to each attention module
-(``SCORE_FORWARDS``): eager's computation, the scores (bias and mask included) returned as the weights.
+(``SCORE_FORWARDS``, from each family's ``score_forwards``: ``distill/families/mpnet.py``): eager's computation, the scores (bias and mask included) returned as the weights.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-import math
 import types
 
 import torch
 from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+from distill.families import FAMILIES
 
 SCORES_ATTENTION = "distill_scores"
 
@@ -57,24 +58,8 @@ AttentionInterface.register(SCORES_ATTENTION, scores_attention_forward)
 AttentionMaskInterface.register(SCORES_ATTENTION, eager_mask)
 
 
-def mpnet_scores_forward(self, hidden_states, attention_mask=None, position_bias=None, output_attentions=False, **kwargs):
-    """``MPNetSelfAttention.forward`` (transformers 5) returning the pre-softmax scores
-    Q K^T / sqrt(d) + relative position bias + additive mask, [b, heads, q, k], instead of the probabilities."""
-    shape = (*hidden_states.shape[:-1], -1, self.attention_head_size)
-    q, k, v = (proj(hidden_states).view(shape).transpose(1, 2) for proj in (self.q, self.k, self.v))
-    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.attention_head_size)
-    if position_bias is not None:
-        scores = scores + position_bias
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    probs = self.dropout(nn.functional.softmax(scores, dim=-1))
-    context = torch.matmul(probs, v).permute(0, 2, 1, 3).flatten(2)
-    output = self.o(context)
-    return (output, scores) if output_attentions else (output,)
-
-
-# attention modules outside the AttentionInterface -> the forward that returns their scores
-SCORE_FORWARDS = {"MPNetSelfAttention": mpnet_scores_forward}
+# attention modules outside the AttentionInterface -> the forward that returns their scores (the families say which)
+SCORE_FORWARDS = {name: forward for family in FAMILIES for name, forward in family.score_forwards.items()}
 
 
 def _bound_score_forwards(model: nn.Module) -> int:

@@ -54,6 +54,7 @@ from distill.checks import augment_uses_mlm
 from distill.config import AugmentConfig, TaskConfig
 from distill.data import path_identity
 from distill.errors import ConfigError
+from distill.families import Family, Pieces, family_of
 from distill.files import write_json
 from distill.hf import load_model, load_tokenizer, resolve_path
 
@@ -86,20 +87,20 @@ def eligible(text: str, skip_stop_words: bool) -> bool:
     return text.isalpha() and not (skip_stop_words and text.lower() in STOP_WORDS)
 
 
-def whole_word_pieces(tokenizer, vocab_size: int) -> list[int]:
+def word_starts(tokenizer, vocab_size: int, pieces: Pieces) -> list[str | None]:
+    """Per vocabulary id, the word a piece can stand for (its letters, marker removed), or None for a piece that
+    continues a word (WordPiece ``##s``; a BPE or SentencePiece piece without its word-start marker), a special
+    token, or a bracketed one ([unused7]). TinyBERT drops sub-word pieces from the candidates too."""
+    special = set(tokenizer.all_special_ids)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
+    words = [pieces.text(t) if t and i not in special and pieces.starts_word(t) and not (t.startswith("[") and t.endswith("]"))
+             else None for i, t in enumerate(tokens)]
+    return [word or None for word in words]  # a bare marker (BPE's 'Ġ') is no word
+
+
+def whole_word_pieces(tokenizer, vocab_size: int, pieces: Pieces) -> list[int]:
     """Ids of the vocabulary pieces that are whole words of letters (the neighbour candidates)."""
-    special = set(tokenizer.all_special_ids)
-    tokens = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
-    return [i for i, t in enumerate(tokens) if i not in special and (t or "").isalpha()]
-
-
-def predictable_pieces(tokenizer, vocab_size: int) -> list[bool]:
-    """Per vocabulary id, whether a masked-LM prediction may stand for a word: sub-word pieces cannot
-    (TinyBERT drops them too), nor can [UNK], [unused7] or any other special token."""
-    special = set(tokenizer.all_special_ids)
-    tokens = tokenizer.convert_ids_to_tokens(list(range(vocab_size)))
-    return [i not in special and not t.startswith("##") and not (t.startswith("[") and t.endswith("]"))
-            for i, t in enumerate(tokens)]
+    return [i for i, word in enumerate(word_starts(tokenizer, vocab_size, pieces)) if word and word.isalpha()]
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class Word:
     text: str  # as the model reads it: its pieces joined (lower-cased, accents stripped for uncased models)
 
 
-def split_words(texts: list[str], tokenizer) -> tuple[list[list[int]], list[list[Word]]]:
+def split_words(texts: list[str], tokenizer, pieces: Pieces) -> tuple[list[list[int]], list[list[Word]]]:
     """Each text's word-piece ids and its words (needs a fast tokenizer: offsets and word ids)."""
     enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
     all_ids, all_words = [], []
@@ -128,7 +129,7 @@ def split_words(texts: list[str], tokenizer) -> tuple[list[list[int]], list[list
         all_ids.append(ids)
         all_words.append([
             Word(offsets[ks[0]][0], offsets[ks[-1]][1], ks[0], tuple(ids[k] for k in ks),
-                 "".join(tokens[k].removeprefix("##") for k in ks))
+                 "".join(pieces.text(tokens[k]) for k in ks))
             for ks in words
         ])
     return all_ids, all_words
@@ -165,9 +166,10 @@ class EmbeddingNeighbours:
     The whole vocabulary's neighbours are computed once, at construction; a multi-piece word (the mean of
     its pieces' vectors) is computed the first time it is seen, together with the rest of its batch."""
 
-    def __init__(self, embeddings: torch.Tensor, tokenizer, m: int):
-        keep = whole_word_pieces(tokenizer, embeddings.shape[0])
-        tokens = tokenizer.convert_ids_to_tokens(keep)
+    def __init__(self, embeddings: torch.Tensor, tokenizer, m: int, pieces: Pieces):
+        keep = whole_word_pieces(tokenizer, embeddings.shape[0], pieces)
+        words = word_starts(tokenizer, embeddings.shape[0], pieces)
+        tokens = [words[i] for i in keep]
         if len(keep) < 2:
             raise ConfigError("augment: the model's vocabulary has fewer than 2 whole-word pieces to use as neighbours")
         self.embeddings = embeddings.detach().float()
@@ -218,17 +220,18 @@ class VectorFileNeighbours:
 class MaskedLMCandidates:
     """Top-M masked-LM predictions for many (text, position) queries, in length-sorted batches."""
 
-    def __init__(self, model, tokenizer, m: int, batch_size: int):
+    def __init__(self, model, tokenizer, m: int, batch_size: int, family: Family):
         self.model = model.eval()
         self.head = masked_lm_head(model)
         if self.head is None:
             raise ConfigError(f"augment.model: {type(model).__name__} has no masked-LM head; use augment.candidates=neighbours")
-        self.tokens = tokenizer.convert_ids_to_tokens(list(range(model.config.vocab_size)))
-        self.allowed = predictable_pieces(tokenizer, model.config.vocab_size)
-        self.m, self.batch_size = m, batch_size
+        self.words = word_starts(tokenizer, model.config.vocab_size, family.pieces)
+        self.m, self.batch_size, self.family = m, batch_size, family
         self.cls, self.sep, self.mask = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.mask_token_id
-        # [CLS] masked [SEP] text [SEP] must fit the position embeddings
-        self.max_pieces = (model.config.max_position_embeddings - 3) // 2
+        # the family's pair (TinyBERT's [CLS] masked [SEP] text [SEP]; <s> masked </s></s> text </s> for RoBERTa)
+        # must fit the position embeddings, less the rows a family keeps before position 0
+        usable = model.config.max_position_embeddings - family.position_offset(model.config)
+        self.max_pieces = (usable - family.pair_overhead()) // 2
         self.pair_types = getattr(model.config, "type_vocab_size", 1) >= 2
 
     @torch.no_grad()
@@ -239,39 +242,41 @@ class MaskedLMCandidates:
         device = next(self.model.parameters()).device
         for a in range(0, len(order), self.batch_size):
             chunk = order[a : a + self.batch_size]
-            width = 2 * max(len(queries[q][0]) for q in chunk) + 3
-            ids = torch.zeros(len(chunk), width, dtype=torch.long)
+            width = 2 * max(len(queries[q][0]) for q in chunk) + self.family.pair_overhead()
+            ids = torch.full((len(chunk), width), self.model.config.pad_token_id or 0, dtype=torch.long)
             types, attention = torch.zeros_like(ids), torch.zeros_like(ids)
             for row, q in enumerate(chunk):
                 pieces, at = queries[q]
                 masked = list(pieces)
                 masked[at] = self.mask
-                seq = [self.cls, *masked, self.sep, *pieces, self.sep]
+                seq, seq_types = self.family.pair_ids(self.cls, self.sep, masked, pieces)
                 ids[row, : len(seq)] = torch.tensor(seq)
                 attention[row, : len(seq)] = 1
                 if self.pair_types:
-                    types[row, len(pieces) + 2 : len(seq)] = 1
+                    types[row, : len(seq)] = torch.tensor(seq_types)
             hidden = self.model.base_model(
-                input_ids=ids.to(device), attention_mask=attention.to(device), token_type_ids=types.to(device)
+                input_ids=ids.to(device), attention_mask=attention.to(device),
+                **({"token_type_ids": types.to(device)} if self.pair_types else {}),
             ).last_hidden_state  # [b, t, h]
             positions = torch.tensor([queries[q][1] + 1 for q in chunk], device=device)
             logits = self.head(hidden[torch.arange(len(chunk), device=device), positions])  # [b, vocab]
             for q, row in zip(chunk, logits.topk(self.m, dim=1).indices.tolist()):
-                out[q] = [self.tokens[i] for i in row if self.allowed[i]]
+                out[q] = [self.words[i] for i in row if self.words[i] is not None]
         return out
 
 
 class Augmenter:
     """The ``datasets.map`` function: examples in, each example followed by its variants out."""
 
-    def __init__(self, aug: AugmentConfig, tokenizer, text_fields: list[str], mlm: MaskedLMCandidates | None, neighbours):
-        self.aug, self.tokenizer, self.text_fields = aug, tokenizer, text_fields
+    def __init__(self, aug: AugmentConfig, tokenizer, text_fields: list[str], mlm: MaskedLMCandidates | None, neighbours,
+                 pieces: Pieces):
+        self.aug, self.tokenizer, self.text_fields, self.pieces = aug, tokenizer, text_fields, pieces
         self.mlm, self.neighbours = mlm, neighbours
         self.on_batch = lambda n: None  # progress callback
 
     def candidates(self, texts: list[str]) -> list[list[tuple[Word, list[str]]]]:
         """Each text's replaceable words with their candidates (words without any are left out)."""
-        all_ids, all_words = split_words(texts, self.tokenizer)
+        all_ids, all_words = split_words(texts, self.tokenizer, self.pieces)
         found: list[list[tuple[Word, list[str]]]] = [[] for _ in texts]
         queries, query_slots, others, other_slots = [], [], [], []
         for i, (ids, words) in enumerate(zip(all_ids, all_words)):
@@ -354,12 +359,13 @@ def build_augmenter(aug: AugmentConfig, text_fields: list[str]) -> Augmenter:
     mlm_wanted = augment_uses_mlm(aug)
     # sdpa is fastest here: no attention scores are needed
     model = use_fast_attention(load_model(aug.model, head="masked_lm" if mlm_wanted else "base", field="augment.model"))
-    mlm = MaskedLMCandidates(model, tokenizer, aug.num_candidates, aug.batch_size) if mlm_wanted else None
+    family = family_of(model.config, field="augment.model")  # its pair format and how its pieces mark words
+    mlm = MaskedLMCandidates(model, tokenizer, aug.num_candidates, aug.batch_size, family) if mlm_wanted else None
     if aug.vectors is not None:
         neighbours = VectorFileNeighbours(aug.vectors, aug.num_candidates)
     else:
-        neighbours = EmbeddingNeighbours(model.get_input_embeddings().weight, tokenizer, aug.num_candidates)
-    return Augmenter(aug, tokenizer, text_fields, mlm, neighbours)
+        neighbours = EmbeddingNeighbours(model.get_input_embeddings().weight, tokenizer, aug.num_candidates, family.pieces)
+    return Augmenter(aug, tokenizer, text_fields, mlm, neighbours, family.pieces)
 
 
 @dataclass

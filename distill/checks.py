@@ -19,6 +19,7 @@ from distill.config import (
     HEAD_REDUCTIONS,
     HOLDOUT_BY,
     INIT_CHOICES,
+    INIT_SOURCES,
     LOSS_BALANCE,
     METRICS,
     MIXED_PRECISION,
@@ -34,6 +35,7 @@ from distill.config import (
     StudentShape,
 )
 from distill.errors import ConfigError, LayerMapError
+from distill.families import family_of
 from distill.layer_map import LayerMap
 
 # stages that train a student against a teacher (the others fine-tune, augment or score)
@@ -91,6 +93,9 @@ def init_problems(cfg: Config) -> list[str]:
         out.append(f"stage.init.source_layers={init.source_layers!r} is unknown; use map, lowest or a list of teacher layers")
     if init.head == "teacher" and cfg.stage.name != "task":
         out.append(f"stage.init.head=teacher copies a fine-tuned teacher's classifier: only stage=task has one, not stage={cfg.stage.name}")
+    if init.source not in INIT_SOURCES and Path(init.source).exists() and not (Path(init.source) / "config.json").is_file():
+        out.append(f"stage.init.source={init.source} is not a model directory (no config.json); give a Hugging Face "
+                   f"model directory or name, or one of {', '.join(INIT_SOURCES)}")
     if init.source == "pretrained" and cfg.stage.name != "task":
         out.append(f"stage.init.source=pretrained chooses between the task stage's two teachers; stage={cfg.stage.name} "
                    f"copies from its only teacher (teacher.name_or_path): leave stage.init.source at finetuned")
@@ -320,7 +325,9 @@ def teacher_problems(cfg: Config, teacher_config, init_config=None) -> tuple[lis
 
     for name in sorted(active_terms(cfg), key=list(TERMS).index):
         out += TERMS[name].problems(cfg, teacher_config)
-    out += init_shape_problems(cfg.stage.init, cfg.student, init_config or teacher_config)
+    source = cfg.init_source()
+    if source is not None:
+        out += init_shape_problems(cfg.stage.init, cfg.student, init_config or teacher_config, source[0])
     architectures = teacher_config.architectures or []
     if cfg.stage.name == "task" and architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
         out.append(
@@ -335,52 +342,48 @@ def teacher_problems(cfg: Config, teacher_config, init_config=None) -> tuple[lis
     return out, layer_map
 
 
-# teacher families whose parameter layout distill.student_init knows how to copy into the student; others
-# (RoBERTa's and MPNet's positions start after padding_idx, their classifier is dense + out_proj) are refused
-COPYABLE_FAMILIES = ("bert",)
-
-
-def init_shape_problems(init: StudentInit, student: StudentShape, teacher_config) -> list[str]:
-    """What an initialisation from the teacher needs of the student's shape."""
+def init_shape_problems(init: StudentInit, student: StudentShape, source_config, field: str = "teacher.name_or_path") -> list[str]:
+    """What an initialisation that copies from ``source_config``'s model (named by ``field``) needs of the student's
+    shape; the source must be of a supported family (its layout says what goes where)."""
     out = []
-    copies = [f"{part}=teacher" for part in ("layers", "embedding", "head") if getattr(init, part) == "teacher"]
-    if copies and teacher_config.model_type not in COPYABLE_FAMILIES:
-        return [f"stage.init.{copies[0]} copies a BERT teacher's parameters, but this teacher is {teacher_config.model_type}, "
-                "whose position embeddings and classifier are laid out differently (not supported yet); "
-                "use stage.init.layers/embedding/head=random (with a general stage), or a BERT teacher"]
+    try:
+        family_of(source_config, field=field)
+    except ConfigError as err:
+        return [str(err)]
+    owner = "the teacher's" if field.startswith("teacher.") else f"the source's ({field})"
     if init.layers == "teacher":
         for s_name, t_name in (("hidden_size", "hidden_size"), ("num_heads", "num_attention_heads")):
-            if getattr(student, s_name) != getattr(teacher_config, t_name):
+            if getattr(student, s_name) != getattr(source_config, t_name):
                 out.append(
                     f"stage.init.layers=teacher copies teacher layers, but student.{s_name}={getattr(student, s_name)} "
-                    f"!= the teacher's {getattr(teacher_config, t_name)}; use the teacher's shape or init.layers=random"
+                    f"!= {owner} {getattr(source_config, t_name)}; use the teacher's shape or init.layers=random"
                 )
-        if student.intermediate_size > teacher_config.intermediate_size:
+        if student.intermediate_size > source_config.intermediate_size:
             out.append(
-                f"stage.init.layers=teacher: student.intermediate_size={student.intermediate_size} is wider than the "
-                f"teacher's {teacher_config.intermediate_size}; use at most the teacher's (fewer keeps its most important units)"
+                f"stage.init.layers=teacher: student.intermediate_size={student.intermediate_size} is wider than "
+                f"{owner} {source_config.intermediate_size}; use at most the teacher's (fewer keeps its most important units)"
             )
-        T, L = teacher_config.num_hidden_layers, student.num_layers
+        T, L = source_config.num_hidden_layers, student.num_layers
         if init.source_layers == "lowest" and L > T:
-            out.append(f"stage.init.source_layers=lowest needs student.num_layers <= the teacher's {T} layers")
+            out.append(f"stage.init.source_layers=lowest needs student.num_layers <= {owner} {T} layers")
         if is_layer_list(init.source_layers):
             layers = [int(x) for x in init.source_layers]
             if len(layers) != L or not all(1 <= x <= T for x in layers):
                 out.append(f"stage.init.source_layers={layers} needs {L} teacher layers (one per student layer), each in 1..{T}")
-    if init.embedding == "teacher" and (student.embedding_size, student.hidden_size) != (teacher_config.hidden_size,) * 2:
+    if init.embedding == "teacher" and (student.embedding_size, student.hidden_size) != (source_config.hidden_size,) * 2:
         out.append(
             f"stage.init.embedding=teacher needs student.embedding_size = student.hidden_size = teacher width "
-            f"({teacher_config.hidden_size}); use init.embedding=svd for a factorized embedding"
+            f"({source_config.hidden_size}); use init.embedding=svd for a factorized embedding"
         )
-    if init.embedding == "svd" and student.hidden_size != teacher_config.hidden_size:
+    if init.embedding == "svd" and student.hidden_size != source_config.hidden_size:
         out.append(
-            f"stage.init.embedding=svd needs student.hidden_size = teacher width ({teacher_config.hidden_size}), "
+            f"stage.init.embedding=svd needs student.hidden_size = teacher width ({source_config.hidden_size}), "
             f"got {student.hidden_size}"
         )
-    if init.head == "teacher" and student.hidden_size != teacher_config.hidden_size:
+    if init.head == "teacher" and student.hidden_size != source_config.hidden_size:
         out.append(
             f"stage.init.head=teacher copies the teacher's pooler and classifier: needs student.hidden_size = teacher "
-            f"width ({teacher_config.hidden_size}), got {student.hidden_size}"
+            f"width ({source_config.hidden_size}), got {student.hidden_size}"
         )
     return out
 
@@ -402,9 +405,10 @@ def check(cfg: Config) -> Checked:
         else:
             try:
                 checked.teacher_config = load_config(model, field=field)
-                # stage.init.source=pretrained: the copied weights come from the pretrained teacher, not this one
-                init_config = load_config(cfg.teacher.name_or_path, field="teacher.name_or_path") \
-                    if field == "teacher.finetuned" and cfg.stage.init.source == "pretrained" else None
+                family_of(checked.teacher_config, field=field)  # every stage reads it through its family
+                # the copied weights may come from another model than this teacher (stage.init.source)
+                copies = cfg.init_source()
+                init_config = load_config(copies[1], field=copies[0]) if copies and copies[0] != field else None
                 more, checked.layer_map = teacher_problems(cfg, checked.teacher_config, init_config)
                 found += more
             except ConfigError as err:

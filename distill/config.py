@@ -32,7 +32,9 @@ EVAL_SPLITS = ("train", "dev", "test")
 LOSS_BALANCE = ("none", "initial")
 # stage.init choices (source_layers also takes a list of teacher layers)
 INIT_CHOICES = {"layers": ("random", "teacher"), "embedding": ("random", "teacher", "svd"),
-                "head": ("random", "teacher"), "shared_block": ("first", "mean"), "source": ("finetuned", "pretrained")}
+                "head": ("random", "teacher"), "shared_block": ("first", "mean")}
+# stage.init.source's named choices; any other value is a model directory or name to copy from
+INIT_SOURCES = ("finetuned", "pretrained")
 # general_student's default: the general stage's student of this shape when it exists, else none
 GENERAL_STUDENT_AUTO = "auto"
 
@@ -91,10 +93,11 @@ class StudentInit:
     # 'random' or 'teacher': copy the source's pooler and, when it has one (the fine-tuned teacher), its
     # classifier (task stage; needs hidden_size = teacher width)
     head: str = "random"
-    # task stage: which teacher the copied layers, embeddings and pooler come from: 'finetuned'
-    # (teacher.finetuned, the teacher distilled from: its task knowledge comes along) or 'pretrained'
-    # (teacher.name_or_path, as DistilBERT starts; the classifier then starts at random). The general
-    # stage has only the pretrained teacher.
+    # which model the '=teacher' choices above copy from: 'finetuned' (task stage: teacher.finetuned, the teacher
+    # distilled from, so its task knowledge comes along; general stage: its only teacher), 'pretrained' (task stage:
+    # teacher.name_or_path, as DistilBERT starts; the classifier then starts at random), or any model directory or
+    # name of a supported family (distill/families), e.g. a slice of another pretrained encoder: its vocabulary
+    # is matched to the student's (the teacher's) by token string, unknown tokens starting at the mean row
     source: str = "finetuned"
     # a pretrained ALBERT directory (Hugging Face format) to start from, e.g. a converted albert_zh
     albert_dir: str | None = None
@@ -384,6 +387,20 @@ class Config:
             return Path(self.general_student) if self.general_student else None
         default = Path(self.runs_root) / "general" / self.student.tag() / "model"
         return default if (default / "config.json").is_file() else None
+
+    def init_source(self) -> tuple[str, str] | None:
+        """(field, model) the student's copied weights come from (``stage.init.source``), or None when the
+        initialisation copies nothing: the teacher being distilled ('finetuned'; the general stage's only teacher),
+        the pretrained teacher ('pretrained', task stage) or any other model directory or name."""
+        init = self.stage.init
+        if (init.layers, init.embedding, init.head) == ("random", "random", "random"):
+            return None
+        if init.source == "finetuned":
+            return ("teacher.finetuned", self.teacher.finetuned) if self.stage.name == "task" \
+                else ("teacher.name_or_path", self.teacher.name_or_path)
+        if init.source == "pretrained":
+            return "teacher.name_or_path", self.teacher.name_or_path
+        return "stage.init.source", init.source
 
 
 def student_tag(student) -> str:

@@ -418,6 +418,8 @@ def load_corpus(corpus: CorpusConfig, task: TaskConfig, tokenizer: PreTrainedTok
     """Unlabeled text cut into model-length examples (see ``CorpusConfig.packing``)."""
     text = _corpus_text(corpus, task)
     L = corpus.max_length
+    # what the tokenizer gives a model: RoBERTa's and MPNet's have no token types (their pair format is their own)
+    columns = [k for k in ("input_ids", "token_type_ids", "attention_mask") if k in tokenizer.model_input_names]
 
     def lines(batch):
         return tokenizer(batch["text"], truncation=True, max_length=L)
@@ -426,14 +428,15 @@ def load_corpus(corpus: CorpusConfig, task: TaskConfig, tokenizer: PreTrainedTok
         stream = [i for ids in tokenizer(batch["text"], add_special_tokens=False)["input_ids"] for i in ids]
         step = L - 2
         ids = [[tokenizer.cls_token_id, *stream[i : i + step], tokenizer.sep_token_id] for i in range(0, len(stream), step)]
-        return {"input_ids": ids, "token_type_ids": [[0] * len(x) for x in ids], "attention_mask": [[1] * len(x) for x in ids]}
+        out = {"input_ids": ids, "token_type_ids": [[0] * len(x) for x in ids], "attention_mask": [[1] * len(x) for x in ids]}
+        return {k: v for k, v in out.items() if k in columns}
 
     def pairs(batch):
         packed = _pack(batch["text"], tokenizer, L, pairs=True)
         # the corpus is shuffled for training, so pairs first, then single segments
         two = [(a, b) for a, b in packed if b is not None]
         one = [a for a, b in packed if b is None]
-        out = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
+        out = {k: [] for k in columns}
         for enc in (
             tokenizer([a for a, _ in two], [b for _, b in two], truncation=True, max_length=L) if two else None,
             tokenizer(one, truncation=True, max_length=L) if one else None,

@@ -1,15 +1,10 @@
-"""Student initialisation: from the teacher's layers, from an SVD of its embeddings, or from an ALBERT.
+"""Student initialisation: from a source model's layers (the teacher's, or any pretrained model of a supported
+family: ``stage.init.source``), from an SVD of its embeddings, or from an ALBERT.
 
-These save most of general distillation's cost (DistilBERT initialises its
-student from every other teacher layer).
-
-BERT -> ALBERT parameter names, per layer:
-    attention.self.{query,key,value}  -> attention.{query,key,value}
-    attention.output.dense            -> attention.dense
-    attention.output.LayerNorm        -> attention.LayerNorm
-    intermediate.dense                -> ffn
-    output.dense                      -> ffn_output
-    output.LayerNorm                  -> full_layer_layer_norm
+These save most of general distillation's cost (DistilBERT initialises its student from every other teacher
+layer). Which parameter goes where, the position offset and the head's shape come from the source's family
+(``distill.families``); a source whose tokenizer differs from the student's gives its word embedding rows by token
+string (``source_word_rows``).
 """
 
 from __future__ import annotations
@@ -22,21 +17,14 @@ import torch
 from torch import nn
 
 from distill.config import StudentInit
+from distill.families import Family, family_of
 from distill.layer_map import LayerMap
 from distill.student import _albert_core, load_albert_body
+from distill.vocab import transplant_embeddings
 
 log = logging.getLogger("distill")
 
-LAYER_NAMES = {
-    "attention.self.query": "attention.query",
-    "attention.self.key": "attention.key",
-    "attention.self.value": "attention.value",
-    "attention.output.dense": "attention.dense",
-    "attention.output.LayerNorm": "attention.LayerNorm",
-    "intermediate.dense": "ffn",
-    "output.dense": "ffn_output",
-    "output.LayerNorm": "full_layer_layer_norm",
-}
+SPECIAL_ROLES = ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token")
 
 
 def source_teacher_layers(init: StudentInit, layer_map: LayerMap | None, student_layers: int) -> list[int]:
@@ -48,17 +36,28 @@ def source_teacher_layers(init: StudentInit, layer_map: LayerMap | None, student
     return [int(x) for x in init.source_layers]
 
 
-def student_shape(init: StudentInit, shape, teacher_cfg):
-    """The shape to build: copied layers compute what the teacher's did only with the teacher's activation."""
-    if init.layers == "teacher" and shape.hidden_act != teacher_cfg.hidden_act:
-        return dataclasses.replace(shape, hidden_act=teacher_cfg.hidden_act)
+def student_shape(init: StudentInit, shape, source_cfg):
+    """The shape to build: copied layers compute what the source's did only with the source's activation."""
+    if init.layers == "teacher" and shape.hidden_act != source_cfg.hidden_act:
+        return dataclasses.replace(shape, hidden_act=source_cfg.hidden_act)
     return shape
 
 
-def ffn_importance(layer: nn.Module) -> torch.Tensor:
-    """Importance of each FFN unit j of a BERT layer: ||W_in[j, :]|| * ||W_out[:, j]|| (how much it can
+def student_settings(init: StudentInit, source_cfg) -> dict:
+    """ALBERT config settings that come from the source: its token-type rows, and, when anything is copied, its
+    LayerNorm epsilon (RoBERTa's and MPNet's 1e-5 against BERT's 1e-12: copied norms compute what they did only
+    with their own epsilon)."""
+    settings = {"type_vocab_size": family_of(source_cfg).type_vocab_size(source_cfg)}
+    if "teacher" in (init.layers, init.embedding, init.head):
+        settings["layer_norm_eps"] = source_cfg.layer_norm_eps
+    return settings
+
+
+def ffn_importance(layer: nn.Module, family: Family) -> torch.Tensor:
+    """Importance of each FFN unit j of an encoder layer: ||W_in[j, :]|| * ||W_out[:, j]|| (how much it can
     move the residual stream), [intermediate_size]. Cheap and data-free."""
-    return layer.intermediate.dense.weight.norm(dim=1) * layer.output.dense.weight.norm(dim=0)
+    w_in, w_out = family.ffn(layer)
+    return w_in.weight.norm(dim=1) * w_out.weight.norm(dim=0)
 
 
 @torch.no_grad()
@@ -69,7 +68,8 @@ def copy_teacher_layers(student: nn.Module, teacher: nn.Module, init: StudentIni
     its members' layers (``init.shared_block``). A narrower student FFN keeps the teacher's units of
     highest ``ffn_importance`` (of the averaged layer), in their original order."""
     core = _albert_core(student)
-    teacher_layers = teacher.base_model.encoder.layer
+    family = family_of(teacher.config)
+    teacher_layers = family.layers(teacher)
     per_group = core.config.num_hidden_layers // core.config.num_hidden_groups
     wanted = source_teacher_layers(init, layer_map, core.config.num_hidden_layers)
     sources = []
@@ -79,14 +79,14 @@ def copy_teacher_layers(student: nn.Module, teacher: nn.Module, init: StudentIni
         source = copy.deepcopy(teacher_layers[chosen[0] - 1])
         for name, param in source.named_parameters():
             param.copy_(torch.stack([teacher_layers[t - 1].get_parameter(name) for t in chosen]).mean(0))
-        keep = ffn_importance(source).argsort(descending=True)[: core.config.intermediate_size].sort().values
+        keep = ffn_importance(source, family).argsort(descending=True)[: core.config.intermediate_size].sort().values
         target = group.albert_layers[0]
-        for t_name, s_name in LAYER_NAMES.items():
+        for t_name, s_name in family.layer_names.items():
             t_mod, s_mod = source.get_submodule(t_name), target.get_submodule(s_name)
             weight, bias = t_mod.weight, t_mod.bias
-            if t_name == "intermediate.dense":
+            if s_name == "ffn":
                 weight, bias = weight[keep], bias[keep]
-            elif t_name == "output.dense":
+            elif s_name == "ffn_output":
                 weight = weight[:, keep]
             s_mod.weight.copy_(weight)
             s_mod.bias.copy_(bias)
@@ -96,67 +96,151 @@ def copy_teacher_layers(student: nn.Module, teacher: nn.Module, init: StudentIni
 
 @torch.no_grad()
 def copy_teacher_head(student: nn.Module, teacher: nn.Module) -> None:
-    """The teacher's pooler (dense + tanh, when the student pools by [CLS]) and, when it has one (a
-    fine-tuned teacher), its classifier."""
+    """The source's pooler (dense + tanh on the first token, when the student pools that way) and, when it has one
+    (a fine-tuned teacher), its classifier. A RoBERTa-style classifier (dense + tanh, then out_proj) is exactly
+    ALBERT's pooler then classifier (``Family.head``)."""
     core = _albert_core(student)
-    if core.pooler is not None and getattr(teacher.base_model, "pooler", None) is not None:
-        core.pooler.load_state_dict(teacher.base_model.pooler.dense.state_dict())
-    if hasattr(teacher, "classifier"):
-        student.classifier.load_state_dict(teacher.classifier.state_dict())
+    pooler, classifier = family_of(teacher.config).head(teacher)
+    if core.pooler is not None and pooler is not None:
+        core.pooler.load_state_dict(pooler.state_dict())
+    if classifier is not None and hasattr(student, "classifier"):
+        student.classifier.load_state_dict(classifier.state_dict())
 
 
-def initialise(student: nn.Module, teacher: nn.Module, init: StudentInit, layer_map: LayerMap, vocab: dict[str, int]) -> dict:
-    """Apply ``init`` to a freshly built student (``vocab``: the teacher tokenizer's); return what was done, for metrics.json."""
-    done = {}
-    if init.albert_dir:
-        load_albert_body(student, init.albert_dir, vocab, field="stage.init.albert_dir")
-        done["albert_dir"] = init.albert_dir
-    if init.layers == "teacher":
-        done["teacher_layers"] = copy_teacher_layers(student, teacher, init, layer_map)
-        log.info("student layer groups initialised from teacher layers %s", done["teacher_layers"])
-    if init.embedding == "teacher":
-        copy_teacher_embeddings(student, teacher)
-    elif init.embedding == "svd":
-        svd_embeddings(student, teacher)
-    done["embedding"] = init.embedding
-    if init.head == "teacher":
-        copy_teacher_head(student, teacher)
-    done["head"] = init.head
-    return done
+def source_word_rows(source: nn.Module, tokenizer, source_tokenizer=None) -> tuple[torch.Tensor, dict]:
+    """The source's word embedding rows in the student's vocabulary order [V, H], and how they were matched.
+
+    With the student's own tokenizer (or an identical vocabulary) they are the source's rows. Otherwise each
+    student token takes the row of the same string in the source's vocabulary; special tokens are matched by
+    role ([CLS] <-> <s>, [SEP] <-> </s>, ...), and a token the source lacks starts at the mean of its rows."""
+    weight = source.get_input_embeddings().weight.detach()
+    vocab = tokenizer.get_vocab()
+    if source_tokenizer is None or source_tokenizer.get_vocab() == vocab:
+        return weight[: len(vocab)], {}
+    aliases = {getattr(tokenizer, role): getattr(source_tokenizer, role) for role in SPECIAL_ROLES
+               if getattr(tokenizer, role, None) and getattr(source_tokenizer, role, None)}
+    source_vocab = source_tokenizer.get_vocab()
+    by_id = sorted(source_vocab, key=source_vocab.get)
+    student_tokens = [aliases.get(t, t) for t in sorted(vocab, key=vocab.get)]
+    rows, matched = transplant_embeddings(weight[: len(by_id)], by_id, student_tokens)
+    log.info("word embeddings: %d of the student's %d tokens found in the source's vocabulary; the rest start at "
+             "the mean of its rows", matched, len(student_tokens))
+    return rows, {"vocab_matched": matched, "vocab_size": len(student_tokens)}
+
+
+def load_source(copies: tuple[str, str] | None, teacher: nn.Module, teacher_field: str):
+    """(model, tokenizer or None) the student copies from, for ``Config.init_source``'s (field, name): the loaded
+    teacher (read from ``teacher_field``) when it is that model or nothing is copied, else the named model and, for
+    a model that is no teacher, its own tokenizer (the pretrained teacher shares the fine-tuned one's)."""
+    from distill.hf import load_model, load_tokenizer
+
+    if copies is None or copies[0] == teacher_field:
+        return teacher, None
+    field, name = copies
+    model = load_model(name, field=field)
+    return model, (load_tokenizer(name, field=field) if field == "stage.init.source" else None)
 
 
 @torch.no_grad()
-def copy_teacher_embeddings(student: nn.Module, teacher: nn.Module) -> None:
-    """E = H = teacher width: the teacher's embeddings and LayerNorm, and an identity E -> H map."""
-    s_emb, t_emb = _albert_core(student).embeddings, teacher.base_model.embeddings
-    for name in ("word_embeddings", "position_embeddings", "token_type_embeddings", "LayerNorm"):
-        for p_s, p_t in zip(getattr(s_emb, name).parameters(), getattr(t_emb, name).parameters()):
-            rows = min(p_s.shape[0], p_t.shape[0])  # position tables may differ in length
-            p_s[:rows].copy_(p_t[:rows])
-    mapping = _albert_core(student).encoder.embedding_hidden_mapping_in
+def logits_gap(student: nn.Module, teacher: nn.Module, rows, tokenizer, device, examples: int = 32) -> dict:
+    """How far a freshly initialised student's logits start from the teacher's on the first ``examples`` rows of a
+    tokenized split: mean |z_s - z_t| over classes, and the share of rows where both pick the same class. Logged."""
+    from distill.data import eval_loader
+
+    batch = {k: v.to(device) for k, v in next(iter(eval_loader(rows.select(range(min(examples, len(rows)))), tokenizer,
+                                                                 examples))).items() if k != "labels"}
+    was_training = student.training
+    student.eval().to(device)
+    z_s, z_t = student(**batch).logits.float(), teacher(**batch).logits.float()
+    student.train(was_training)
+    gap = {"examples": len(z_s), "mean_abs": round((z_s - z_t).abs().mean().item(), 4),
+           "same_class": round((z_s.argmax(-1) == z_t.argmax(-1)).float().mean().item(), 4)}
+    log.info("the initialised student against its teacher on %d selection examples: mean |logit gap| %.4f, same class "
+             "for %.1f%%", gap["examples"], gap["mean_abs"], 100 * gap["same_class"])
+    return gap
+
+
+def initialise(student: nn.Module, source: nn.Module, init: StudentInit, layer_map: LayerMap, tokenizer,
+               source_tokenizer=None) -> dict:
+    """Apply ``init`` to a freshly built student (``tokenizer``: the student's, which is the teacher's;
+    ``source_tokenizer``: the source model's, when it is not the teacher); return what was done, for metrics.json."""
+    done = {}
+    if init.albert_dir:
+        load_albert_body(student, init.albert_dir, tokenizer.get_vocab(), field="stage.init.albert_dir")
+        done["albert_dir"] = init.albert_dir
+    if init.layers == "teacher":
+        done["teacher_layers"] = copy_teacher_layers(student, source, init, layer_map)
+        log.info("student layer groups initialised from source layers %s", done["teacher_layers"])
+    if init.embedding in ("teacher", "svd"):
+        words, matched = source_word_rows(source, tokenizer, source_tokenizer)
+        done |= matched
+        (copy_teacher_embeddings if init.embedding == "teacher" else svd_embeddings)(student, source, words)
+    done["embedding"] = init.embedding
+    if init.head == "teacher":
+        copy_teacher_head(student, source)
+    done["head"] = init.head
+    approximate = family_of(source.config).approximate
+    if approximate and "teacher" in (init.layers, init.embedding, init.head):
+        done["approximate"] = approximate
+        log.warning("the student copied from a %s model is approximate: %s", source.config.model_type, approximate)
+    return done
+
+
+def _source_tables(student: nn.Module, source: nn.Module):
+    """(student table, source table or None, source row of student row 0) for the position and token-type tables."""
+    family = family_of(source.config)
+    s_emb, t_emb = _albert_core(student).embeddings, source.base_model.embeddings
+    for name, offset in (("position_embeddings", family.position_offset(source.config)), ("token_type_embeddings", 0)):
+        own = family.embedding_names[name]
+        yield getattr(s_emb, name).weight, (getattr(t_emb, own).weight if own else None), offset
+
+
+@torch.no_grad()
+def copy_teacher_embeddings(student: nn.Module, source: nn.Module, words: torch.Tensor | None = None) -> None:
+    """E = H = source width: its word rows ``words`` [V, H] (in the student's vocabulary order), its position table
+    from its own position 0 (row ``position_offset``: RoBERTa's and MPNet's row 2), its token types (zero for a
+    family without them, which adds none) and its LayerNorm, and an identity E -> H map. ``words`` defaults to the
+    source's own rows (same vocabulary)."""
+    core = _albert_core(student)
+    words = source.get_input_embeddings().weight if words is None else words
+    _copy_rows(core.embeddings.word_embeddings.weight, words, 0)
+    for table, theirs, offset in _source_tables(student, source):
+        _copy_rows(table, theirs, offset)
+    norm = family_of(source.config).embedding_names["LayerNorm"]
+    core.embeddings.LayerNorm.load_state_dict(source.base_model.embeddings.get_submodule(norm).state_dict())
+    mapping = core.encoder.embedding_hidden_mapping_in
     mapping.weight.copy_(torch.eye(mapping.weight.shape[0]))
     mapping.bias.zero_()
 
 
+def _copy_rows(table: torch.Tensor, theirs: torch.Tensor | None, offset: int, basis: torch.Tensor | None = None) -> None:
+    """table[i] = theirs[i + offset] (@ basis) for the rows both have; all zeros when the source has no table."""
+    if theirs is None:
+        table.zero_()
+        return
+    rows = min(table.shape[0], theirs.shape[0] - offset)  # position tables may differ in length
+    source_rows = theirs[offset : offset + rows]
+    table[:rows].copy_(source_rows @ basis if basis is not None else source_rows)
+
+
 @torch.no_grad()
-def svd_embeddings(student: nn.Module, teacher: nn.Module) -> torch.Tensor:
-    """Best rank-E factorization of the teacher's V x H word embeddings (Eckart-Young).
+def svd_embeddings(student: nn.Module, source: nn.Module, words: torch.Tensor | None = None) -> torch.Tensor:
+    """Best rank-E factorization of the source's V x H word embeddings ``words`` (Eckart-Young).
 
     W_T = U S V^T; student word embeddings = U_E S_E (V x E), E -> H map = V_E^T
     (its Linear weight is V_E, H x E, bias 0), so word_embeddings @ map = the rank-E
     approximation. Position and token-type tables are projected onto the same basis
-    (P_T V_E). Returns the singular values.
+    (P_T V_E, positions from the source's own position 0). ``words`` defaults to the source's own rows.
+    Returns the singular values.
     """
     core = _albert_core(student)
-    t_emb = teacher.base_model.embeddings
+    words = source.get_input_embeddings().weight if words is None else words
     E = core.config.embedding_size
-    U, S, Vh = torch.linalg.svd(t_emb.word_embeddings.weight.float(), full_matrices=False)
+    U, S, Vh = torch.linalg.svd(words.float(), full_matrices=False)
     basis = Vh[:E].T  # [H, E]
     core.embeddings.word_embeddings.weight.copy_(U[:, :E] * S[:E])
-    for name in ("position_embeddings", "token_type_embeddings"):
-        s_table, t_table = getattr(core.embeddings, name).weight, getattr(t_emb, name).weight
-        rows = min(s_table.shape[0], t_table.shape[0])
-        s_table[:rows].copy_(t_table[:rows] @ basis)
+    for table, theirs, offset in _source_tables(student, source):
+        _copy_rows(table, theirs, offset, basis)
     core.encoder.embedding_hidden_mapping_in.weight.copy_(basis)
     core.encoder.embedding_hidden_mapping_in.bias.zero_()
     return S

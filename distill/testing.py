@@ -50,6 +50,57 @@ def write_tiny_teacher(directory: str | Path, head: str = "base", num_labels: in
     return model, tok
 
 
+FAMILY_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # RoBERTa's and MPNet's first four ids; <mask> comes last
+
+
+def write_tiny_family_teacher(directory: str | Path, family: str, head: str = "base", num_labels: int = 2, seed: int = 0,
+                              **overrides):
+    """Save a tiny random model of a teacher family (``bert``, ``roberta``, ``mpnet``) with its own kind of
+    tokenizer: BERT's WordPiece over ``WORDS``; RoBERTa's byte-level BPE trained on the tiny sentences; MPNet's
+    WordPiece with RoBERTa's special tokens (as all-mpnet-base-v2 has) and one more word. Returns (model, tokenizer)."""
+    from transformers import (AutoModel, AutoModelForMaskedLM, AutoModelForSequenceClassification, MPNetConfig,
+                              MPNetTokenizerFast, RobertaConfig, RobertaTokenizerFast)
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if family == "bert":
+        tok = write_tiny_tokenizer(directory)
+    elif family == "roberta":
+        from tokenizers import ByteLevelBPETokenizer
+
+        bpe = ByteLevelBPETokenizer()
+        texts = [" ".join(WORDS[i:i + 6]).replace("##", "") for i in range(len(WORDS))] * 3
+        bpe.train_from_iterator(texts, vocab_size=600, min_frequency=1, special_tokens=FAMILY_SPECIALS + ["<mask>"],
+                                show_progress=False)
+        bpe.save_model(str(directory))
+        tok = RobertaTokenizerFast(vocab=str(directory / "vocab.json"), merges=str(directory / "merges.txt"))
+        tok.save_pretrained(directory)
+    elif family == "mpnet":
+        vocab = FAMILY_SPECIALS + WORDS + ["cinema", "<mask>"]  # one word BERT's tiny vocabulary lacks
+        tok = MPNetTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}, do_lower_case=True, unk_token="<unk>")
+        tok.save_pretrained(directory)
+    else:
+        raise ValueError(f"no tiny {family} teacher")
+    torch.manual_seed(seed)
+    common = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37,
+                  hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, layer_norm_eps=1e-5)
+    if family == "bert":
+        config = tiny_bert_config(len(tok), **overrides)
+    elif family == "roberta":  # positions from padding_idx + 1, so two more rows; one token type
+        config = RobertaConfig(**common, max_position_embeddings=66, type_vocab_size=1, pad_token_id=1, bos_token_id=0,
+                               eos_token_id=2, **overrides)
+    else:
+        config = MPNetConfig(**common, max_position_embeddings=66, pad_token_id=1, bos_token_id=0, eos_token_id=2,
+                             **overrides)
+    cls = {"base": AutoModel, "sequence_classification": AutoModelForSequenceClassification,
+           "masked_lm": AutoModelForMaskedLM}[head]
+    if head == "sequence_classification":
+        config.num_labels = num_labels
+    model = cls.from_config(config)
+    model.save_pretrained(directory)
+    return model, tok
+
+
 POSITIVE, NEGATIVE = ["good", "great", "fun", "love", "best"], ["bad", "awful", "boring", "hate", "worst"]
 PLAIN = [w for w in WORDS if not w.startswith("##") and w not in POSITIVE + NEGATIVE]
 

@@ -48,7 +48,7 @@ def reference(augmenter, ref: ReferenceCandidates, sentences: list[str]) -> tupl
         candidates = ref(sentence)
         found.append(candidates)
         # the same sampling step as distill's, on the reference's candidates
-        _, [words] = split_words([sentence], augmenter.tokenizer)
+        _, [words] = split_words([sentence], augmenter.tokenizer, augmenter.pieces)
         by_text = dict(candidates)
         slots = [(w, by_text[w.text]) for w in words if w.text in by_text]
         augmenter.variants((sentence,), [slots], np.random.default_rng([augmenter.aug.seed, index]))

@@ -13,6 +13,7 @@ from transformers import AutoModel
 from distill import augment as augment_module
 from distill.stages import run
 from distill.augment import UNLABELED, augment_train, build_augmenter, split_words
+from distill.families.base import WORDPIECE
 from distill.reference.augment import ReferenceCandidates
 from distill.config import AugmentConfig, TaskConfig
 from distill.data import load_task, load_task_splits
@@ -85,7 +86,7 @@ def test_words_keep_their_character_spans(ws):
 
     tok = AutoTokenizer.from_pretrained(ws / "mlm")
     text = "Boring,  dull films!"  # the tiny vocabulary has no punctuation: [UNK]
-    _, [words] = split_words([text], tok)
+    _, [words] = split_words([text], tok, WORDPIECE)
     assert [(text[w.start:w.end], w.text, len(w.piece_ids)) for w in words] == [
         ("Boring", "boring", 1), (",", "[UNK]", 1), ("dull", "dull", 1), ("films", "films", 2), ("!", "[UNK]", 1)
     ]

@@ -307,17 +307,19 @@ def test_python_m_a_library_module_names_the_command_to_use():
             proc.stderr
 
 
-def test_copying_from_a_teacher_family_without_a_copy_map_is_refused_up_front(ws, tmp_path):
-    """An MPNet teacher distils (its scores are captured), but its layers, positions and head are not BERT's:
-    stage.init.*=teacher is one line before any model is loaded, not a key-mismatch traceback."""
-    from transformers import MPNetConfig
+def test_a_teacher_or_source_outside_the_supported_families_is_refused_up_front(ws, tmp_path):
+    """A family distill has no adapter for (distill/families) is one line before any model is loaded, whether it is
+    the teacher or the model the student is copied from (stage.init.source), not a key-mismatch traceback later."""
+    from transformers import ElectraConfig
 
-    mpnet = tmp_path / "mpnet"
-    MPNetConfig(vocab_size=63, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37,
-                architectures=["MPNetForSequenceClassification"]).save_pretrained(mpnet)
-    cfg = compose_cfg(ws, "recipe=fast", f"teacher.finetuned={mpnet}", f"run_dir={tmp_path / 'a'}",
-                      "student.hidden_size=32", "student.embedding_size=32", "student.intermediate_size=20")
-    with pytest.raises(ConfigError, match=r"^stage.init.layers=teacher copies a BERT teacher's parameters, but this "
-                                          r"teacher is mpnet") as err:
-        run(cfg)
-    assert len(str(err.value).splitlines()) == 1 and not (tmp_path / "a" / "config.yaml").exists()
+    electra = tmp_path / "electra"
+    ElectraConfig(vocab_size=63, hidden_size=32, embedding_size=32, num_hidden_layers=4, num_attention_heads=4,
+                  intermediate_size=37, architectures=["ElectraForSequenceClassification"]).save_pretrained(electra)
+    shape = ["student.hidden_size=32", "student.embedding_size=32", "student.intermediate_size=20", "student.num_heads=4"]
+    for override, field in [(f"teacher.finetuned={electra}", "teacher.finetuned"),
+                            (f"stage.init.source={electra}", "stage.init.source")]:
+        cfg = compose_cfg(ws, "recipe=fast", f"teacher.finetuned={ws / 'finetuned'}", override, f"run_dir={tmp_path / 'a'}", *shape)
+        with pytest.raises(ConfigError, match=rf"^{field}: model_type 'electra' is not a supported teacher family "
+                                              r"\(bert, camembert, mpnet, roberta, xlm-roberta\); ") as err:
+            run(cfg)
+        assert len(str(err.value).splitlines()) == 1 and not (tmp_path / "a" / "config.yaml").exists()

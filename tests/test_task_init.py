@@ -11,6 +11,7 @@ from distill.config import StudentInit, compose_config
 from distill.config import LossWeights
 from distill.config import StudentShape
 from distill.errors import ConfigError
+from distill.families.bert import FAMILY as BERT
 from distill.hf import load_model
 from distill.layer_map import LayerMap
 from distill.objective import Objective
@@ -34,7 +35,7 @@ def test_student_copying_all_teacher_layers_reproduces_the_teachers_logits(tiny_
     teacher = AutoModelForSequenceClassification.from_pretrained(tiny_dir).eval()
     student = build_student(teacher_shaped(teacher), tokenizer, num_labels=2).eval()
     init = StudentInit(layers="teacher", source_layers="lowest", embedding="teacher", head="teacher")
-    done = initialise(student, teacher, init, LayerMap("uniform", 4, 4), tokenizer.get_vocab())
+    done = initialise(student, teacher, init, LayerMap("uniform", 4, 4), tokenizer)
     assert done["teacher_layers"] == [[1], [2], [3], [4]]
     inputs = {k: v for k, v in padded_batch.items() if k != "labels"}
     with torch.no_grad():
@@ -52,7 +53,7 @@ def test_narrower_ffn_keeps_the_most_important_units(tiny_dir, tokenizer):
     w_in, w_out = source.intermediate.dense.weight, source.output.dense.weight
     importance = (w_in.norm(dim=1) * w_out.norm(dim=0)).tolist()  # restated: ||row of W_in|| * ||column of W_out||
     keep = sorted(sorted(range(len(importance)), key=lambda j: -importance[j])[:10])
-    torch.testing.assert_close(ffn_importance(source), torch.tensor(importance))
+    torch.testing.assert_close(ffn_importance(source, BERT), torch.tensor(importance))
     layer = _albert_core(student).encoder.albert_layer_groups[0].albert_layers[0]
     torch.testing.assert_close(layer.ffn.weight, w_in[keep])
     torch.testing.assert_close(layer.ffn_output.weight, w_out[:, keep])

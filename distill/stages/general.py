@@ -21,7 +21,7 @@ from distill.hf import has_mlm_head, load_model, load_tokenizer, resolve_path
 from distill.objective import Objective, TokenMasker
 from distill.projections import ProjectionCarry
 from distill.student import build_student, parameter_counts
-from distill.student_init import initialise, student_shape
+from distill.student_init import initialise, load_source, student_settings, student_shape
 from distill.teacher import FrozenTeacher
 from distill.teacher_cache import teacher_for_phases, teacher_sources
 from distill.terms import LOGITS, TERMS
@@ -41,9 +41,10 @@ def run(cfg) -> dict:
 
     # in this stage a term that reads logits reads masked-LM logits: the student gets an MLM head
     masked_lm = any(LOGITS in TERMS[name].reads for name in active_terms(cfg))
-    student = build_student(student_shape(init, cfg.student, teacher.config), tokenizer, masked_lm=masked_lm,
-                            type_vocab_size=teacher.config.type_vocab_size)
-    done = initialise(student, teacher.model, init, layer_map, tokenizer.get_vocab())
+    source, source_tokenizer = load_source(cfg.init_source(), teacher.model, "teacher.name_or_path")
+    student = build_student(student_shape(init, cfg.student, source.config), tokenizer, masked_lm=masked_lm,
+                            **student_settings(init, source.config))
+    done = initialise(student, source, init, layer_map, tokenizer, source_tokenizer)
     masker = TokenMasker(tokenizer, cfg.stage.loss.mlm_probability) if masked_lm else None
     # the first pass over each chunk runs the teacher and stores its mapped layers (when what the run may store fits
     # train.teacher_cache_max_gb); later epochs read them

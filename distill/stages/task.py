@@ -30,7 +30,7 @@ from distill.model_card import write_task_card
 from distill.objective import Objective
 from distill.projections import ProjectionCarry
 from distill.student import build_student, load_albert_body, parameter_counts
-from distill.student_init import copy_teacher_head, initialise, student_shape
+from distill.student_init import copy_teacher_head, initialise, load_source, logits_gap, student_settings, student_shape
 from distill.teacher import FrozenTeacher
 from distill.teacher_cache import teacher_for_phases, teacher_sources
 from distill.trainer import planned_examples, train
@@ -44,6 +44,8 @@ def run(cfg) -> dict:
     teacher = FrozenTeacher(load_model(teacher_dir, head="sequence_classification", trained_head=True,
                                        field="teacher.finetuned")).to(run.accelerator.device)
     student, start_from = build_task_student(cfg, tokenizer, teacher, run.checked.layer_map)
+    if "teacher" in start_from:  # how close the copy starts: exact for a whole BERT, approximate for MPNet or a slice
+        start_from["logits_gap"] = logits_gap(student, teacher.model, data["select"], tokenizer, run.accelerator.device)
     # the first pass runs the teacher and stores its logits and mapped layers; later passes (and runs) read them
     data["train"], teacher_of, stores = teacher_for_phases(
         cfg.stage.phases, data["train"], teacher, path_identity(teacher_dir), run.checked.layer_map, cfg.stage.loss,
@@ -98,20 +100,18 @@ def scorer(cfg, run, data, tokenizer, student):
 
 
 def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map):
-    """The student and where it started: the teacher's layers when ``stage.init.layers=teacher`` (the fine-tuned
-    one's, or the pretrained one's with ``stage.init.source=pretrained``; the general student is then not read),
-    else the general student of the same shape when there is one (``Config.general_student_dir``)."""
+    """The student and where it started: copied from ``Config.init_source`` (the fine-tuned teacher, the pretrained
+    one, or another model) when ``stage.init`` copies anything but the head, else the general student of the same
+    shape when there is one (``Config.general_student_dir``)."""
     init = cfg.stage.init
     general = cfg.general_student_dir()
     from_general = init.layers == "random" and general is not None
-    source = teacher.model
-    if not from_general and init.source == "pretrained" and (init.layers, init.embedding, init.head) != ("random",) * 3:
-        source = load_model(cfg.teacher.name_or_path, field="teacher.name_or_path")
-    # the activation and token types come from the model the weights are copied from
+    copies = cfg.init_source() if not from_general else None
+    source, source_tokenizer = load_source(copies, teacher.model, "teacher.finetuned")
     labels = cfg.task.label_config()
     student = build_student(
         student_shape(init, cfg.student, source.config), tokenizer, num_labels=labels.pop("num_labels"),
-        type_vocab_size=source.config.type_vocab_size, **labels,
+        **student_settings(init, source.config), **labels,
     )
     if from_general:
         load_albert_body(student, general, tokenizer.get_vocab(), field="general_student")
@@ -121,7 +121,7 @@ def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map):
             done["head"] = "teacher"
         return student, done
     return student, {"teacher": str(source.name_or_path), "source": init.source,
-                     **initialise(student, source, init, layer_map, tokenizer.get_vocab())}
+                     **initialise(student, source, init, layer_map, tokenizer, source_tokenizer)}
 
 
 def measure_speed(cfg, run, texts: list[str]) -> dict:
