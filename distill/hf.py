@@ -62,9 +62,27 @@ def _unloadable(what: str, name_or_path: str, field: str, err: Exception) -> Con
     )
 
 
+# where the masked-LM head's weights live in a checkpoint: BERT's cls.predictions, RoBERTa's and MPNet's lm_head,
+# ALBERT's predictions
+MLM_HEAD_KEYS = ("cls.predictions.", "lm_head.", "predictions.")
+
+
 def has_mlm_head(config) -> bool:
-    """Whether a saved model carries masked-LM weights (read from its config.json, not the weights)."""
-    return any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in config.architectures or [])
+    """Whether a saved model carries masked-LM weights. config.json's architecture must say so, and, for a local
+    safetensors checkpoint, the weights must hold the head (read from the files' headers, no tensor loaded):
+    all-mpnet-base-v2 declares MPNetForMaskedLM but ships no head, and loading it as one would give random logits."""
+    if not any(a.endswith(("ForMaskedLM", "ForPreTraining")) for a in config.architectures or []):
+        return False
+    files = sorted(Path(getattr(config, "_name_or_path", "") or ".").glob("*.safetensors"))
+    if not files:  # a hub name or .bin weights: the architecture is all there is to read
+        return True
+    from safetensors import safe_open
+
+    for file in files:
+        with safe_open(file, "pt") as weights:
+            if any(key.startswith(MLM_HEAD_KEYS) for key in weights.keys()):
+                return True
+    return False
 
 
 def load_config(name_or_path: str, field: str = "teacher.name_or_path"):

@@ -247,3 +247,17 @@ def test_every_stage_runs_on_a_teacher_of_the_family(tmp_path, family):
         init = sliced["student_init"]
         assert init["teacher"] == str(ws / "bert") and "approximate" not in init
         assert init["vocab_matched"] == init["vocab_size"] - 1  # all but 'cinema': specials matched by role
+
+
+def test_a_model_that_declares_a_masked_lm_head_but_ships_none_has_none(tmp_path):
+    """all-mpnet-base-v2's config.json says MPNetForMaskedLM, but its weights hold the encoder alone: reading its
+    'masked-LM logits' would read a random head. The weights' names decide."""
+    from distill.hf import has_mlm_head, load_config
+
+    model, _ = write_tiny_family_teacher(tmp_path / "declared", "mpnet", head="base")
+    model.config.architectures = ["MPNetForMaskedLM"]
+    model.config.save_pretrained(tmp_path / "declared")
+    write_tiny_family_teacher(tmp_path / "real", "mpnet", head="masked_lm")
+    assert load_config(str(tmp_path / "declared")).architectures == ["MPNetForMaskedLM"]
+    assert not has_mlm_head(load_config(str(tmp_path / "declared")))
+    assert has_mlm_head(load_config(str(tmp_path / "real")))
