@@ -27,7 +27,7 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from distill.families import FAMILIES
+from distill.families import FAMILIES, family_of
 
 SCORES_ATTENTION = "distill_scores"
 
@@ -126,6 +126,8 @@ class Intermediates:
     hidden_states: tuple[torch.Tensor, ...]
     attention_scores: tuple[torch.Tensor, ...]
     logits: torch.Tensor | None
+    # (Q, K, V) of one chosen layer, [b, t, h] each, the heads concatenated (``intermediates(qkv_layer=...)``)
+    qkv: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
     def embeddings(self) -> torch.Tensor:
@@ -166,8 +168,47 @@ def first_layers(model: nn.Module, depth: int | None):
         encoder.layer = full
 
 
+QKV_TARGETS = ("attention.query", "attention.key", "attention.value")  # ALBERT's names, which families map onto
+
+
+def qkv_projections(model: nn.Module, layer: int) -> tuple[list[nn.Module], int]:
+    """The query, key and value Linears that layer ``layer`` (1-based) runs, and which of their calls in one forward
+    is that layer's: an ALBERT group's modules run once per layer that shares them, in order; a teacher family's
+    layer runs its own once."""
+    groups = getattr(getattr(model.base_model, "encoder", None), "albert_layer_groups", None)
+    if groups is not None:
+        per_group = model.config.num_hidden_layers // model.config.num_hidden_groups
+        block = groups[(layer - 1) // per_group].albert_layers[0]
+        return [block.get_submodule(name) for name in QKV_TARGETS], (layer - 1) % per_group
+    family = family_of(model.config)
+    own = {albert: name for name, albert in family.layer_names.items()}
+    block = family.layers(model)[layer - 1]
+    return [block.get_submodule(own[name]) for name in QKV_TARGETS], 0
+
+
+@contextmanager
+def recording_qkv(model: nn.Module, layer: int | None):
+    """Inside the block, ``record["qkv"]`` holds layer ``layer``'s (Q, K, V) outputs of the last forward (forward
+    hooks on its projections: the model's code is not touched). ``layer`` None: nothing is recorded."""
+    record: dict = {}
+    if layer is None:
+        yield record
+        return
+    modules, call = qkv_projections(model, layer)
+    calls: list[list[torch.Tensor]] = [[] for _ in modules]
+    hooks = [m.register_forward_hook(lambda _m, _i, out, k=k: calls[k].append(out)) for k, m in enumerate(modules)]
+    try:
+        yield record
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if all(len(c) > call for c in calls):
+        record["qkv"] = tuple(c[call] for c in calls)
+
+
 def intermediates(
-    model: nn.Module, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None, depth: int | None = None
+    model: nn.Module, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None, depth: int | None = None,
+    qkv_layer: int | None = None,
 ) -> Intermediates:
     """Run ``model`` on a tokenized batch and collect hidden states and scores.
 
@@ -176,11 +217,12 @@ def intermediates(
     largest cost of a small student, and DistilBERT's terms read masked positions only.
     depth: run the lowest ``depth`` layers only (``first_layers``): hidden_states then has
     depth + 1 entries, the scores depth, and ``logits`` is None (no head above a cut encoder).
+    qkv_layer: also record that layer's (1-based) query, key and value projections (``Intermediates.qkv``).
     """
     inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     head = masked_lm_head(model) if logits_at is not None else None
     runner = model.base_model if head is not None or depth is not None else model
-    with first_layers(model, depth):
+    with first_layers(model, depth), recording_qkv(model, qkv_layer) as record:
         out = runner(**inputs, output_hidden_states=True, output_attentions=True, return_dict=True)
     if not returns_scores(model):
         raise RuntimeError(
@@ -190,4 +232,5 @@ def intermediates(
     if not out.attentions or not out.hidden_states:
         raise RuntimeError("model returned no attentions/hidden_states; it cannot be distilled layer by layer")
     logits = head(out.hidden_states[-1][logits_at]) if head is not None else getattr(out, "logits", None)
-    return Intermediates(hidden_states=tuple(out.hidden_states), attention_scores=tuple(out.attentions), logits=logits)
+    return Intermediates(hidden_states=tuple(out.hidden_states), attention_scores=tuple(out.attentions), logits=logits,
+                         qkv=record.get("qkv"))

@@ -328,6 +328,13 @@ def teacher_problems(cfg: Config, teacher_config, init_config=None) -> tuple[lis
     source = cfg.init_source()
     if source is not None:
         out += init_shape_problems(cfg.stage.init, cfg.student, init_config or teacher_config, source[0])
+        if layer_map is not None and init_config is not None and cfg.stage.init.layers == "teacher" \
+                and cfg.stage.init.source_layers == "map":
+            try:
+                layer_map.for_depth(init_config.num_hidden_layers)
+            except LayerMapError as err:
+                out.append(f"stage.init.source_layers=map: {err}; give the source's layers as a list "
+                           f"(stage.init.source_layers=[...], 1..{init_config.num_hidden_layers})")
     architectures = teacher_config.architectures or []
     if cfg.stage.name == "task" and architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
         out.append(

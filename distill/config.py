@@ -116,6 +116,8 @@ class LossWeights:
     # the student's own masked-LM loss (DistilBERT); needs a student with an MLM head
     mlm: float = 0.0
     cosine: float = 0.0
+    # MiniLMv2's self-attention relations (Q-Q, K-K, V-V) of one teacher layer to one student layer
+    relation: float = 0.0
 
     def active(self) -> list[str]:
         return [f.name for f in fields(self) if getattr(self, f.name) != 0]
@@ -141,6 +143,11 @@ class LossOptions:
     # soft_ce on MLM logits needs a teacher MLM head: 'auto' drops the term (saying so once)
     # when the teacher has none; 'required' fails instead
     teacher_mlm: str = "auto"
+    # relation (MiniLMv2): Q, K and V re-split into this many relation heads (must divide both widths), from this
+    # teacher layer to this student layer (1-based; null: the last layer)
+    relation_heads: int = 12
+    relation_teacher_layer: int | None = None
+    relation_student_layer: int | None = None
 
 
 @dataclass

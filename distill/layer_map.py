@@ -30,6 +30,7 @@ class LayerMap:
             )
         self.student_layers = student_layers
         self.teacher_layers = teacher_layers
+        self.kind = kind
         if isinstance(kind, str):
             if kind == "uniform":
                 targets = [m * teacher_layers // student_layers for m in range(1, student_layers + 1)]
@@ -56,6 +57,16 @@ class LayerMap:
                     "(0, the embeddings, is mapped to 0 automatically)"
                 )
         self.targets = tuple(targets)
+
+    def for_depth(self, teacher_layers: int) -> LayerMap:
+        """The same kind of map onto a model of another depth (a source model that is not the teacher); an explicit
+        list belongs to one depth and cannot follow."""
+        if teacher_layers == self.teacher_layers:
+            return self
+        if not isinstance(self.kind, str):
+            raise LayerMapError(f"layer_map: the list {list(self.targets)} names teacher layers of a {self.teacher_layers}-layer "
+                                f"model, not of a {teacher_layers}-layer one")
+        return LayerMap(self.kind, self.student_layers, teacher_layers)
 
     def __call__(self, m: int) -> int:
         return 0 if m == 0 else self.targets[m - 1]

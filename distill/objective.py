@@ -67,12 +67,14 @@ class Objective(nn.Module):
         self.reads_teacher = bool(teacher_reads)
         (use_score_attention if self.reads_layers else use_fast_attention)(student)
         t_cfg = teacher.config if teacher is not None else None
-        self.teacher_depth = self._teacher_depth(teacher_reads, layer_map, t_cfg, masker)
         setup = TermSetup(student.config, t_cfg, layer_map, options)
         for name, cls in classes.items():
             # a submodule under its own name: its projections (W_E, W_h, cosine's) are trained with the student,
             # and their state-dict names (hidden.projs.0.weight) carry them from phase to phase (distill.projections)
             self.add_module(name, cls.build(setup))
+        # the (student, teacher) layer whose Q, K and V a term reads (relation); (None, None) when none does
+        self.qkv_layers = next((self.term(n).qkv_layers for n in self.terms if self.term(n).qkv_layers), (None, None))
+        self.teacher_depth = self._teacher_depth(teacher_reads, layer_map, t_cfg, masker, self.qkv_layers[1])
         # stage.loss.balance=initial divides the terms that compare layers (not logits) by their first value
         self.balanced = [name for name, cls in classes.items() if cls.reads & LAYER_READS]
         if options.balance == "initial":
@@ -81,12 +83,13 @@ class Objective(nn.Module):
             self.register_buffer("balance", torch.zeros(len(self.balanced)))
 
     @staticmethod
-    def _teacher_depth(reads: frozenset[str], layer_map: LayerMap | None, t_cfg, masker) -> int | None:
-        """How many teacher layers a forward must run: up to the deepest mapped layer when no term reads
-        the teacher's output (its logits, or its last layer); None: all of them."""
+    def _teacher_depth(reads: frozenset[str], layer_map: LayerMap | None, t_cfg, masker, qkv_layer: int | None) -> int | None:
+        """How many teacher layers a forward must run: up to the deepest mapped layer (or the layer whose Q, K, V
+        are read) when no term reads the teacher's output (its logits, or its last layer); None: all of them."""
         if t_cfg is None or reads & {LOGITS, LAST_HIDDEN} or masker is not None:
             return None
         deepest = max(layer_map.targets) if layer_map is not None and reads & MAPPED_READS else 0
+        deepest = max(deepest, qkv_layer or 0)
         return deepest if deepest < t_cfg.num_hidden_layers else None
 
     @property
@@ -107,12 +110,13 @@ class Objective(nn.Module):
             batch = self.masker(batch)  # teacher and student read the same masked text
             masked = batch["labels"] != -100  # [b, t]: masked-LM predictions count here only
         if self.reads_layers:
-            s = intermediates(self.student, batch, logits_at=masked)
+            s = intermediates(self.student, batch, logits_at=masked, qkv_layer=self.qkv_layers[0])
         else:
             inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
             s = Intermediates(hidden_states=(), attention_scores=(), logits=self.student(**inputs).logits)
         # a teacher that no active term reads is not run (hard labels alone)
-        t = self.teacher(batch, logits_at=masked, depth=self.teacher_depth, layers=self.reads_layers) \
+        t = self.teacher(batch, logits_at=masked, depth=self.teacher_depth, layers=self.reads_layers,
+                         qkv_layer=self.qkv_layers[1]) \
             if self.teacher is not None and self.reads_teacher else None
         mask = batch["attention_mask"]
         # masked-LM: logits [n, vocab] at the masked positions, and their labels; classification: [b, classes]

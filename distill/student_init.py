@@ -27,9 +27,12 @@ log = logging.getLogger("distill")
 SPECIAL_ROLES = ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token")
 
 
-def source_teacher_layers(init: StudentInit, layer_map: LayerMap | None, student_layers: int) -> list[int]:
-    """The teacher layer (1-based) each student layer starts from (``stage.init.source_layers``)."""
+def source_teacher_layers(init: StudentInit, layer_map: LayerMap | None, student_layers: int,
+                          source_layers: int | None = None) -> list[int]:
+    """The source layer (1-based) each student layer starts from (``stage.init.source_layers``). 'map' follows the
+    stage's layer map, or the same kind of map onto a source of another depth than the teacher's (``source_layers``)."""
     if init.source_layers == "map":
+        layer_map = layer_map.for_depth(source_layers) if source_layers else layer_map
         return [layer_map(m) for m in range(1, student_layers + 1)]
     if init.source_layers == "lowest":
         return list(range(1, student_layers + 1))
@@ -71,7 +74,7 @@ def copy_teacher_layers(student: nn.Module, teacher: nn.Module, init: StudentIni
     family = family_of(teacher.config)
     teacher_layers = family.layers(teacher)
     per_group = core.config.num_hidden_layers // core.config.num_hidden_groups
-    wanted = source_teacher_layers(init, layer_map, core.config.num_hidden_layers)
+    wanted = source_teacher_layers(init, layer_map, core.config.num_hidden_layers, len(teacher_layers))
     sources = []
     for g, group in enumerate(core.encoder.albert_layer_groups):
         members = wanted[g * per_group:(g + 1) * per_group]

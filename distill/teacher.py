@@ -33,11 +33,12 @@ class FrozenTeacher:
 
     @torch.no_grad()
     def __call__(self, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None,
-                 depth: int | None = None, layers: bool = True) -> Intermediates:
+                 depth: int | None = None, layers: bool = True, qkv_layer: int | None = None) -> Intermediates:
         """Hidden states, scores and logits; with ``depth`` only the lowest layers run and there are no logits;
-        with ``layers=False`` the logits alone, through the fused attention (no scores or hidden states kept)."""
+        with ``layers=False`` the logits alone, through the fused attention (no scores or hidden states kept);
+        ``qkv_layer``: also that layer's Q, K and V."""
         if not layers and logits_at is None:
             inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
             with fast_attention(self.model):
                 return Intermediates(hidden_states=(), attention_scores=(), logits=self.model(**inputs).logits)
-        return intermediates(self.model, batch, logits_at, depth)
+        return intermediates(self.model, batch, logits_at, depth, qkv_layer)

@@ -280,7 +280,9 @@ class WriteThroughTeacher:
         return self.teacher.config
 
     def __call__(self, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None,
-                 depth: int | None = None, layers: bool = True) -> Intermediates:
+                 depth: int | None = None, layers: bool = True, qkv_layer: int | None = None) -> Intermediates:
+        # a phase whose terms read Q, K, V (relation) is never answered by the stores: they do not keep them
+        assert qkv_layer is None, "the teacher stores keep no Q, K, V"
         ids = batch[INDEX_COLUMN].tolist()
         if all(store.has(ids) for store in self.stores):
             self.stored_batches += 1

@@ -25,6 +25,10 @@ def ws(tmp_path_factory):
 
 
 CASES = [
+    ("general", ["stage.phases.0.weights.relation=1.0", "stage.loss.relation_heads=5"],
+     "stage.loss.relation_heads=5 does not divide the student's width 16; choose a common divisor of both widths"),
+    ("general", ["stage.phases.0.weights.relation=1.0", "stage.loss.relation_teacher_layer=9"],
+     r"stage.loss.relation_teacher_layer=9 is out of range; the teacher has layers 1..4"),
     ("general", ["student.hidden_size=30", "student.num_heads=4"], "student.hidden_size=30 is not divisible by student.num_heads=4"),
     ("general", ["student.sharing=every_k", "student.k=3"], "student.k=3 does not divide student.num_layers=2"),
     ("general", ["student.sharing=some"], "student.sharing='some' is unknown"),

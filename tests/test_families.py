@@ -232,8 +232,9 @@ def test_every_stage_runs_on_a_teacher_of_the_family(tmp_path, family):
     teacher = run(compose_cfg(ws, "stage=teacher"))
     finetuned = ws / "runs" / "teacher" / "sst2" / "model"
     assert json.loads((finetuned / "config.json").read_text())["model_type"] == family and teacher["eval"]["teacher"]
-    general = run(compose_cfg(ws, "stage=general"))
-    assert {"hidden", "attention"} <= set(general["losses"])
+    # MiniLMv2's relations too: Q, K, V captured from the family's own projections (mpnet: attn.q/k/v)
+    general = run(compose_cfg(ws, "stage=general", "stage.phases.0.weights.relation=1.0", "stage.loss.relation_heads=4"))
+    assert {"hidden", "attention", "relation"} <= set(general["losses"]) and general["losses"]["relation"] > 0
     task = run(compose_cfg(ws, "stage=task"))
     assert task["student_init"]["general_student"] and {"hidden", "attention", "soft_ce"} <= set(task["losses"])
 
@@ -261,3 +262,17 @@ def test_a_model_that_declares_a_masked_lm_head_but_ships_none_has_none(tmp_path
     assert load_config(str(tmp_path / "declared")).architectures == ["MPNetForMaskedLM"]
     assert not has_mlm_head(load_config(str(tmp_path / "declared")))
     assert has_mlm_head(load_config(str(tmp_path / "real")))
+
+
+def test_source_layers_map_follows_the_layer_maps_kind_onto_a_source_of_another_depth():
+    """A 3-layer student of a 12-layer teacher copied from a 6-layer MiniLM: 'map' takes the uniform map onto 6
+    layers (2, 4, 6), not the teacher's 4, 8, 12 (which the source does not have)."""
+    from distill.errors import LayerMapError
+    from distill.student_init import source_teacher_layers
+
+    init = StudentInit(layers="teacher", source_layers="map")
+    assert source_teacher_layers(init, LayerMap("uniform", 3, 12), 3) == [4, 8, 12]
+    assert source_teacher_layers(init, LayerMap("uniform", 3, 12), 3, 6) == [2, 4, 6]
+    assert source_teacher_layers(init, LayerMap("last", 3, 12), 3, 6) == [4, 5, 6]
+    with pytest.raises(LayerMapError, match=r"the list \[3, 9, 12\] names teacher layers of a 12-layer model"):
+        source_teacher_layers(init, LayerMap([3, 9, 12], 3, 12), 3, 6)

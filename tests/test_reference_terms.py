@@ -178,3 +178,57 @@ def test_masked_lm_terms_read_masked_positions_only(tmp_path, tokenizer, padded_
     soft = -(p_t * (z_s / 2.0 - torch.logsumexp(z_s / 2.0, -1, keepdim=True))).sum(-1).mean()
     torch.testing.assert_close(terms["mlm"], mlm, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(terms["soft_ce"], soft, atol=1e-5, rtol=1e-5)
+
+
+def reference_relation(s_x, t_x, mask, heads):
+    """MiniLMv2's relation KL written out with loops: per example, relation head and real query, the teacher's and
+    the student's softmax over real keys of x_i . x_j / sqrt(d_a), KL(teacher || student), then the mean."""
+    total = 0.0
+    for s_proj, t_proj in zip(s_x, t_x):  # Q, K, V
+        kls = []
+        for b in range(mask.shape[0]):
+            n = int(mask[b].sum())  # right padding: the real tokens are the first n
+            for a in range(heads):
+                rel = []
+                for x in (t_proj, s_proj):
+                    d = x.shape[-1] // heads
+                    xa = x[b, :n, a * d:(a + 1) * d]  # [n, d_a]
+                    rel.append(torch.softmax(xa @ xa.T / math.sqrt(d), dim=-1))
+                p, q = rel
+                kls += [(p[i] * (p[i].log() - q[i].log())).sum() for i in range(n)]
+        total = total + torch.stack(kls).mean()
+    return total
+
+
+@pytest.mark.parametrize("sharing,student_layer,teacher_layer", [("none", 2, 4), ("all", 1, 3), ("all", 2, 2)])
+def test_relation_equals_its_independent_formula(tiny_dir, tokenizer, padded_batch, sharing, student_layer, teacher_layer):
+    """The student's width (16) and head count (4) differ from the teacher's (32, 4 heads) and the relations use 2
+    heads; with every layer sharing one block, layer 1's Q/K/V are the block's first call, layer 2's its second."""
+    def sharp(model):  # random tiny projections give near-uniform relations, whose KL says little: widen them
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith(("query.weight", "key.weight", "value.weight")):
+                    p.mul_(8.0)
+        return model
+
+    teacher = FrozenTeacher(sharp(load_model(str(tiny_dir), head="sequence_classification")))
+    torch.manual_seed(3)
+    shape = StudentShape(num_layers=2, hidden_size=16, embedding_size=8, num_heads=4, intermediate_size=20,
+                         sharing=sharing, max_position_embeddings=64, dropout=0.0)
+    student = sharp(build_student(shape, tokenizer, num_labels=2).eval())
+    options = LossOptions(relation_heads=2, relation_student_layer=student_layer, relation_teacher_layer=teacher_layer)
+    objective = Objective(student, LossWeights(relation=1.0), teacher, None, options).eval()
+    assert objective.teacher_depth == (teacher_layer if teacher_layer < 4 else None)  # no layer above it runs
+    inputs = {k: v for k, v in padded_batch.items() if k != "labels"}
+    with torch.no_grad():
+        _, terms = objective(padded_batch)
+        s_h = eager(student)(**inputs, output_hidden_states=True).hidden_states
+        t_h = eager(sharp(AutoModelForSequenceClassification.from_pretrained(tiny_dir)))(**inputs, output_hidden_states=True).hidden_states
+        s_att = student.base_model.encoder.albert_layer_groups[0 if sharing == "all" else student_layer - 1].albert_layers[0].attention
+        t_att = bert_attention(teacher.model, teacher_layer)
+        # the input of layer m is hidden_states[m - 1]
+        s_x = [p(s_h[student_layer - 1]) for p in (s_att.query, s_att.key, s_att.value)]
+        t_x = [p(t_h[teacher_layer - 1]) for p in (t_att.query, t_att.key, t_att.value)]
+        expected = reference_relation(s_x, t_x, padded_batch["attention_mask"], heads=2)
+    assert expected > 0.05
+    torch.testing.assert_close(terms["relation"], expected, atol=1e-5, rtol=1e-5)

@@ -19,6 +19,7 @@ from distill.terms.base import (
     MAPPED_ATTENTION,
     MAPPED_HIDDEN,
     MAPPED_READS,
+    QKV,
     STORED,
     TERMS,
     LossTerm,
@@ -27,7 +28,7 @@ from distill.terms.base import (
 )
 
 __all__ = ["EMBEDDINGS", "LABELS", "LAST_HIDDEN", "LAYER_READS", "LOGITS", "MAPPED_ATTENTION", "MAPPED_HIDDEN",
-           "MAPPED_READS", "STORED", "TERMS", "LossTerm", "TermInputs", "TermSetup", "reads_of", "term_classes"]
+           "MAPPED_READS", "QKV", "STORED", "TERMS", "LossTerm", "TermInputs", "TermSetup", "reads_of", "term_classes"]
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")

@@ -24,8 +24,9 @@ MAPPED_ATTENTION = "mapped_attention"  # the pre-softmax attention scores of tho
 LAST_HIDDEN = "last_hidden"  # the last layer's hidden states [b, t, h]
 LOGITS = "logits"  # the head's output: [b, c], or [n, vocab] at the masked positions
 LABELS = "labels"  # the batch's labels (the student's reads only)
+QKV = "qkv"  # the query, key and value projections of one chosen layer, [b, t, h] each (the term's ``qkv_layers``)
 # what needs the layers, not just the output (the student then runs with score-keeping attention)
-LAYER_READS = frozenset({EMBEDDINGS, MAPPED_HIDDEN, MAPPED_ATTENTION, LAST_HIDDEN})
+LAYER_READS = frozenset({EMBEDDINGS, MAPPED_HIDDEN, MAPPED_ATTENTION, LAST_HIDDEN, QKV})
 # what pairs student and teacher layers through G(m)
 MAPPED_READS = frozenset({MAPPED_HIDDEN, MAPPED_ATTENTION})
 # what the teacher stores keep per example (distill.teacher_cache): logits, and the mapped layers at real tokens
@@ -78,6 +79,8 @@ class LossTerm(nn.Module):
     stages: ClassVar[tuple[str, ...] | None] = None
     # why, for the one-line error when it is switched on elsewhere
     stages_why: ClassVar[str] = ""
+    # a term that reads QKV: (student layer, teacher layer), 1-based, set by ``build``
+    qkv_layers: tuple[int, int] | None = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
