@@ -107,6 +107,10 @@ def copy_teacher_head(student: nn.Module, teacher: nn.Module) -> None:
     if core.pooler is not None and pooler is not None:
         core.pooler.load_state_dict(pooler.state_dict())
     if classifier is not None and hasattr(student, "classifier"):
+        if classifier.weight.shape != student.classifier.weight.shape:  # a source fine-tuned on another label set
+            log.warning("the source's classifier (%d labels) is not copied into the student's (%d): it starts at random",
+                        classifier.weight.shape[0], student.classifier.weight.shape[0])
+            return
         student.classifier.load_state_dict(classifier.state_dict())
 
 

@@ -276,3 +276,19 @@ def test_source_layers_map_follows_the_layer_maps_kind_onto_a_source_of_another_
     assert source_teacher_layers(init, LayerMap("last", 3, 12), 3, 6) == [4, 5, 6]
     with pytest.raises(LayerMapError, match=r"the list \[3, 9, 12\] names teacher layers of a 12-layer model"):
         source_teacher_layers(init, LayerMap([3, 9, 12], 3, 12), 3, 6)
+
+
+def test_a_source_classifier_for_another_label_set_is_left_out(tmp_path):
+    """stage.init.source=<a model fine-tuned on 3 labels> for a 2-label student: its pooler is copied, its
+    classifier is not (shapes differ) and the student's stays as built, said in the log, not a shape traceback."""
+    from distill.student_init import copy_teacher_head
+
+    source, tok = write_tiny_family_teacher(tmp_path / "three", "roberta", head="sequence_classification", num_labels=3)
+    c = source.config
+    student = build_student(StudentShape(num_layers=2, hidden_size=32, embedding_size=32, num_heads=4, intermediate_size=20),
+                            tok, num_labels=2)
+    before = student.classifier.weight.clone()
+    copy_teacher_head(student, source)
+    assert c.num_labels == 3
+    torch.testing.assert_close(_albert_core(student).pooler.weight, source.classifier.dense.weight)
+    torch.testing.assert_close(student.classifier.weight, before)
