@@ -363,12 +363,12 @@ def init_shape_problems(init: StudentInit, student: StudentShape, source_config,
             if getattr(student, s_name) != getattr(source_config, t_name):
                 out.append(
                     f"stage.init.layers=teacher copies teacher layers, but student.{s_name}={getattr(student, s_name)} "
-                    f"!= {owner} {getattr(source_config, t_name)}; use the teacher's shape or init.layers=random"
+                    f"!= {owner} {getattr(source_config, t_name)}; match it or use init.layers=random"
                 )
         if student.intermediate_size > source_config.intermediate_size:
             out.append(
                 f"stage.init.layers=teacher: student.intermediate_size={student.intermediate_size} is wider than "
-                f"{owner} {source_config.intermediate_size}; use at most the teacher's (fewer keeps its most important units)"
+                f"{owner} {source_config.intermediate_size}; use at most that many (fewer keeps its most important units)"
             )
         T, L = source_config.num_hidden_layers, student.num_layers
         if init.source_layers == "lowest" and L > T:
