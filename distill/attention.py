@@ -181,9 +181,8 @@ def qkv_projections(model: nn.Module, layer: int) -> tuple[list[nn.Module], int]
         block = groups[(layer - 1) // per_group].albert_layers[0]
         return [block.get_submodule(name) for name in QKV_TARGETS], (layer - 1) % per_group
     family = family_of(model.config)
-    own = {albert: name for name, albert in family.layer_names.items()}
     block = family.layers(model)[layer - 1]
-    return [block.get_submodule(own[name]) for name in QKV_TARGETS], 0
+    return [family.module(block, name) for name in QKV_TARGETS], 0
 
 
 @contextmanager

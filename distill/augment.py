@@ -98,9 +98,10 @@ def word_starts(tokenizer, vocab_size: int, pieces: Pieces) -> list[str | None]:
     return [word or None for word in words]  # a bare marker (BPE's 'Ġ') is no word
 
 
-def whole_word_pieces(tokenizer, vocab_size: int, pieces: Pieces) -> list[int]:
-    """Ids of the vocabulary pieces that are whole words of letters (the neighbour candidates)."""
-    return [i for i, word in enumerate(word_starts(tokenizer, vocab_size, pieces)) if word and word.isalpha()]
+def whole_word_pieces(words: list[str | None]) -> list[int]:
+    """Ids of the vocabulary pieces that are whole words of letters (the neighbour candidates), from
+    ``word_starts``' list."""
+    return [i for i, word in enumerate(words) if word and word.isalpha()]
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,8 @@ class EmbeddingNeighbours:
     its pieces' vectors) is computed the first time it is seen, together with the rest of its batch."""
 
     def __init__(self, embeddings: torch.Tensor, tokenizer, m: int, pieces: Pieces):
-        keep = whole_word_pieces(tokenizer, embeddings.shape[0], pieces)
         words = word_starts(tokenizer, embeddings.shape[0], pieces)
+        keep = whole_word_pieces(words)
         tokens = [words[i] for i in keep]
         if len(keep) < 2:
             raise ConfigError("augment: the model's vocabulary has fewer than 2 whole-word pieces to use as neighbours")

@@ -9,6 +9,7 @@ everything that copies, captures or augments asks it instead of assuming BERT.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
@@ -42,12 +43,18 @@ class Pieces:
         return self.decode(token.removeprefix(self.marker))
 
 
-def _byte_level_text(piece: str) -> str:
-    """GPT-2's byte-level alphabet back to text (``Ã©`` -> ``é``), by the tokenizers library's own decoder; bytes
-    that are not whole UTF-8 decode to U+FFFD, which no word of letters contains."""
+@functools.cache
+def _byte_level_decoder():
     from tokenizers.decoders import ByteLevel
 
-    return ByteLevel().decode([piece])
+    return ByteLevel()
+
+
+def _byte_level_text(piece: str) -> str:
+    """GPT-2's byte-level alphabet back to text (``Ã©`` -> ``é``), by the tokenizers library's own decoder (built
+    once: this runs for every piece of a vocabulary); bytes that are not whole UTF-8 decode to U+FFFD, which no word
+    of letters contains."""
+    return _byte_level_decoder().decode([piece])
 
 
 WORDPIECE = Pieces("wordpiece", "##", marks_start=False)
@@ -84,10 +91,13 @@ class Family:
     def layers(self, model: nn.Module) -> nn.ModuleList:
         return model.base_model.encoder.layer
 
+    def module(self, layer: nn.Module, albert_name: str) -> nn.Module:
+        """The submodule of one encoder layer that plays the ALBERT layer's ``albert_name`` (e.g. attention.query)."""
+        return layer.get_submodule(next(own for own, albert in self.layer_names.items() if albert == albert_name))
+
     def ffn(self, layer: nn.Module) -> tuple[nn.Linear, nn.Linear]:
         """(FFN input Linear [I, H], FFN output Linear [H, I]) of one encoder layer."""
-        by_target = {albert: own for own, albert in self.layer_names.items()}
-        return layer.get_submodule(by_target["ffn"]), layer.get_submodule(by_target["ffn_output"])
+        return self.module(layer, "ffn"), self.module(layer, "ffn_output")
 
     def type_vocab_size(self, config) -> int:
         """Token-type rows the student needs to read this family's inputs (1 when it has no token types)."""
