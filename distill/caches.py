@@ -1,7 +1,7 @@
 """``python -m distill cache list|clear``: the teacher caches distill keeps, their sizes, and removing them.
 
 The teacher's stored outputs (distill/teacher_cache.py): ``teacher_layers-<key>`` (mapped layers, the large
-ones) and ``teacher_logits-<key>``. A sweep or a second run reads them instead of running the teacher, and they
+ones), ``teacher_qkv-<key>`` (one layer's Q, K, V) and ``teacher_logits-<key>``. A sweep or a second run reads them instead of running the teacher, and they
 are never evicted on their own. The tokenized data are ``datasets`` cache files beside the data
 (``Dataset.cleanup_cache_files``)."""
 
@@ -38,7 +38,8 @@ def entries(root: Path) -> list[dict]:
             m = json.loads(meta.read_text())
             filled = path / "filled.npy"
             stored = int(np.load(filled).sum()) if filled.is_file() else 0
-            layers = f", hidden {m['hidden_layers']}, scores {m['score_layers']}" if "hidden_layers" in m else ", logits"
+            layers = (f", hidden {m['hidden_layers']}, scores {m['score_layers']}" if "hidden_layers" in m
+                      else f", Q/K/V of layer {m['qkv_layer']}" if "qkv_layer" in m else ", logits")
             entry["holds"] = f"{stored} of {m['examples']} examples{layers}"
         elif path.name.startswith("."):
             entry["holds"] = "an unfinished build"

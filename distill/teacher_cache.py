@@ -8,12 +8,14 @@ separate pass over the data before training, and only the examples a run visits 
 150-step run writes 150 batches' worth, not the whole training set), so a cache never makes a run
 slower than the live teacher.
 
-Two stores, each a directory keyed by the data's fingerprint (which holds the tokenizer and max
+Three stores, each a directory keyed by the data's fingerprint (which holds the tokenizer and max
 length), the teacher's identity (``distill.data.path_identity``: its files' content) and
 ``CACHE_VERSION``:
 - ``teacher_logits-<key>``: the logits, float32 [n, labels];
 - ``teacher_layers-<key>`` (also keyed by the mapped layers): the embedding output and the G(1..L_S)
-  hidden states [t, h] and attention scores [heads, t, t] per example, real tokens only, float16.
+  hidden states [t, h] and attention scores [heads, t, t] per example, real tokens only, float16;
+- ``teacher_qkv-<key>`` (also keyed by the layer): one layer's query, key and value projections
+  [t, 3, h] per example, real tokens only, float16 (the relation term's).
 Each holds ``filled.npy``, which examples are written. Its files are allocated whole (sparse: unwritten
 regions take no disk) and checked on open (``cache_problem``); a damaged store is rebuilt.
 
@@ -46,7 +48,7 @@ from distill.errors import DiskSpaceError
 from distill.files import building_dir
 from distill.layer_map import LayerMap
 from distill.teacher import FrozenTeacher
-from distill.terms import LOGITS, STORED, reads_of, term_classes
+from distill.terms import LOGITS, QKV, STORED, reads_of, term_classes
 
 log = logging.getLogger("distill")
 
@@ -68,6 +70,11 @@ def cache_bytes(lengths: np.ndarray, n_hidden: int, width: int, n_scores: int, h
     return int(2 * (n_hidden * width * lengths.sum() + n_scores * heads * (lengths**2).sum()))
 
 
+def qkv_bytes(lengths: np.ndarray, width: int) -> int:
+    """float16 bytes of one layer's Q, K and V [t, 3, width] for examples of ``lengths`` tokens."""
+    return int(2 * 3 * width * lengths.astype(np.int64).sum())
+
+
 def token_lengths(ds) -> np.ndarray:
     # straight from arrow: a million augmented rows are not turned into Python lists
     return pc.list_value_length(ds.with_format("arrow")[:]["input_ids"]).to_numpy().astype(np.int64)
@@ -84,6 +91,16 @@ def check_free_space(directory: Path, size: int) -> None:
             f"teacher layers: the cache needs {size / 2**30:.2f} GB but {directory} has {free / 2**30:.2f} GB free; free "
             f"space (python -m distill cache list|clear), set train.teacher_cache_max_gb below it (the teacher then runs "
             f"live), or move the caches with HF_DATASETS_CACHE")
+
+
+def token_span(offsets: np.ndarray, i: int, tokens: int) -> tuple[int, int]:
+    """Where example ``i``'s ``tokens`` real tokens go in a store laid out by ``offsets``; an error when the batch
+    holds another count than the layout (the data changed under its fingerprint)."""
+    start, end = int(offsets[i]), int(offsets[i + 1])
+    if end - start != tokens:
+        raise RuntimeError(f"example {i}: {tokens} real tokens in the batch, {end - start} when the store was laid out; "
+                           "the data changed under its fingerprint")
+    return start, end
 
 
 class _Store:
@@ -108,7 +125,7 @@ class _Store:
         directory = Path(root) / f"{cls.prefix}-{Hasher.hash(key)}"
         directory.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(directory) + ".lock"):
-            problem = cache_problem(directory, meta, sizes) if directory.exists() else "absent"
+            problem = cache_problem(directory, meta, sizes, tuple(arrays or ())) if directory.exists() else "absent"
             if problem not in (None, "absent"):
                 log.warning("%s: rebuilding the cache at %s (%s)", cls.prefix, directory, problem)
                 shutil.rmtree(directory)
@@ -230,10 +247,8 @@ class LayerStore(_Store):
         lengths = attention_mask[new].sum(1).tolist()
         for k, (row, t) in enumerate(zip(new, lengths)):
             i = ids[row]
-            if self.token_offsets[i + 1] - self.token_offsets[i] != t:
-                raise RuntimeError(f"example {i}: {t} real tokens in the batch, {self.token_offsets[i + 1] - self.token_offsets[i]} "
-                                   "when the store was laid out; the data changed under its fingerprint")
-            self.hidden[self.token_offsets[i]:self.token_offsets[i + 1]] = h[k, :t]
+            start, end = token_span(self.token_offsets, i, t)
+            self.hidden[start:end] = h[k, :t]
             self.scores[self.score_offsets[i]:self.score_offsets[i + 1]] = s[k, :, :, :t, :t].half().reshape(-1).cpu().numpy()
             self.known[i] = True
         self.dirty = True
@@ -243,14 +258,61 @@ class LayerStore(_Store):
         self.scores.flush()
 
 
-def cache_problem(directory: Path, meta: dict, sizes: dict[str, int]) -> str | None:
-    """Why a store cannot be read (None when it can): no or unreadable meta.json or filled.npy, another teacher,
-    layout or version, or files missing or of the wrong size (a copy cut short)."""
+class QKVStore(_Store):
+    """One teacher layer's query, key and value projections, float16, real tokens only: ``read(ids, length)``
+    gives (Q, K, V), each [b, length, width] float32, zero where a position is padding."""
+
+    prefix = "teacher_qkv"
+
+    def __init__(self, directory: Path, meta: dict):
+        super().__init__(directory, meta)
+        self.layer, self.width = meta["qkv_layer"], meta["width"]
+        self.token_offsets = np.load(directory / "offsets.npy")
+        self.qkv = np.memmap(directory / "qkv.f16", np.float16, "r+",
+                             shape=(max(int(self.token_offsets[-1]), 1), 3, self.width))
+
+    @classmethod
+    def for_data(cls, ds, teacher: FrozenTeacher, identity, layer: int, root: Path,
+                 lengths: np.ndarray | None = None) -> QKVStore:
+        width = teacher.config.hidden_size
+        lengths = token_lengths(ds) if lengths is None else lengths
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        meta = {"examples": len(ds), "qkv_layer": layer, "width": width, "bytes": qkv_bytes(lengths, width),
+                "teacher": str(identity), "version": CACHE_VERSION}
+        return cls.open(root, (ds._fingerprint, identity, "qkv", layer, CACHE_VERSION), meta,
+                        {"qkv.f16": 2 * max(int(offsets[-1]), 1) * 3 * width}, {"offsets.npy": offsets})
+
+    def read(self, ids: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = np.zeros((3, len(ids), length, self.width), np.float32)
+        for row, i in enumerate(ids):
+            start, end = self.token_offsets[i], self.token_offsets[i + 1]
+            out[:, row, :end - start] = self.qkv[start:end].transpose(1, 0, 2)
+        q, k, v = torch.from_numpy(out)
+        return q, k, v
+
+    def write(self, ids: list[int], out: Intermediates, attention_mask: torch.Tensor) -> None:
+        new = [row for row, i in enumerate(ids) if not self.known[i]]
+        if not new:
+            return
+        qkv = torch.stack([x[new] for x in out.qkv], 2).half().cpu().numpy()  # [b, t, 3, width]
+        for k, (row, t) in enumerate(zip(new, attention_mask[new].sum(1).tolist())):
+            start, end = token_span(self.token_offsets, ids[row], t)
+            self.qkv[start:end] = qkv[k, :t]
+            self.known[ids[row]] = True
+        self.dirty = True
+
+    def _flush_files(self) -> None:
+        self.qkv.flush()
+
+
+def cache_problem(directory: Path, meta: dict, sizes: dict[str, int], arrays: tuple[str, ...] = ()) -> str | None:
+    """Why a store cannot be read (None when it can): no or unreadable meta.json, filled.npy or layout
+    ``arrays``, another teacher, layout or version, or files missing or of the wrong size (a copy cut short)."""
     try:
         found = json.loads((directory / "meta.json").read_text())
         filled = np.load(directory / "filled.npy")
-        if meta.get("hidden_layers") is not None:
-            np.load(directory / "offsets.npy")
+        for name in arrays:
+            np.load(directory / name)
     except (OSError, ValueError) as err:
         return f"unreadable: {type(err).__name__}"
     if found != meta:
@@ -270,9 +332,10 @@ class WriteThroughTeacher:
     runs the teacher, its outputs are stored for the examples not stored yet, and the batch is then read from the
     stores. Counts both kinds of batches."""
 
-    def __init__(self, teacher: FrozenTeacher, logits: LogitStore | None = None, layers: LayerStore | None = None):
-        self.teacher, self.logits, self.layers = teacher, logits, layers
-        self.stores = [s for s in (logits, layers) if s is not None]
+    def __init__(self, teacher: FrozenTeacher, logits: LogitStore | None = None, layers: LayerStore | None = None,
+                 qkv: QKVStore | None = None):
+        self.teacher, self.logits, self.layers, self.qkv = teacher, logits, layers, qkv
+        self.stores = [s for s in (logits, layers, qkv) if s is not None]
         self.live_batches = self.stored_batches = 0
 
     @property
@@ -281,8 +344,8 @@ class WriteThroughTeacher:
 
     def __call__(self, batch: dict[str, torch.Tensor], logits_at: torch.Tensor | None = None,
                  depth: int | None = None, layers: bool = True, qkv_layer: int | None = None) -> Intermediates:
-        # a phase whose terms read Q, K, V (relation) is never answered by the stores: they do not keep them
-        assert qkv_layer is None, "the teacher stores keep no Q, K, V"
+        # the Q, K, V asked for are those of the layer the store keeps (teacher_for_phases asks the same term)
+        assert qkv_layer == (self.qkv.layer if self.qkv is not None else None), (qkv_layer, self.qkv)
         ids = batch[INDEX_COLUMN].tolist()
         if all(store.has(ids) for store in self.stores):
             self.stored_batches += 1
@@ -290,7 +353,8 @@ class WriteThroughTeacher:
         self.live_batches += 1
         inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
         # logits alone: the fused attention, no hidden states kept
-        out = self.teacher(inputs, logits_at, depth, layers=self.layers is not None)
+        out = self.teacher(inputs, logits_at, depth, layers=self.layers is not None or self.qkv is not None,
+                           qkv_layer=qkv_layer)
         for store in self.stores:
             store.write(ids, out, batch["attention_mask"])
         # what the loss reads is always the stored values (float16 layers): the same whether this run, an earlier
@@ -311,7 +375,8 @@ class WriteThroughTeacher:
                 full_s[layer] = s[j].to(device)
             hidden_states, scores = tuple(full_h), tuple(full_s)
         logits = self.logits.read(ids).to(device) if self.logits is not None else None
-        return Intermediates(hidden_states=hidden_states, attention_scores=scores, logits=logits)
+        qkv = tuple(x.to(device) for x in self.qkv.read(ids, batch["input_ids"].size(1))) if self.qkv is not None else None
+        return Intermediates(hidden_states=hidden_states, attention_scores=scores, logits=logits, qkv=qkv)
 
     def fill(self, ds, tokenizer, batch_size: int = 128) -> None:
         """Store every example not stored yet, in length-sorted batches (little padding): for benchmarks and tests
@@ -357,9 +422,9 @@ class TeacherStores:
                 self.views[name].live_batches, self.views[name].stored_batches = live, stored
 
 
-# what the layer store answers (the logit store answers LOGITS; a term on the last layer, like cosine, or on
-# masked positions that change every step, is answered by the live teacher)
-LAYER_STORED = STORED - {LOGITS}
+# what the layer store answers (the logit store answers LOGITS, the Q/K/V store QKV; a term on the last layer, like
+# cosine, or on masked positions that change every step, is answered by the live teacher)
+LAYER_STORED = STORED - {LOGITS, QKV}
 
 
 def teacher_for_phases(phases, ds, teacher: FrozenTeacher, identity, layer_map: LayerMap, options, train_cfg,
@@ -372,44 +437,58 @@ def teacher_for_phases(phases, ds, teacher: FrozenTeacher, identity, layer_map: 
     # what each phase's terms read of the teacher, and whether the stores may answer all of it: never under
     # tinybert_compat, whose terms also read padding positions (the stores keep real tokens only)
     reads = [reads_of(p.weights)[1] for p in phases]
-    cacheable = [bool(r) and r <= STORED and all(t.storable for t in term_classes(p.weights).values())
-                 and not options.tinybert_compat and masker is None for p, r in zip(phases, reads)]
+    cacheable = [bool(r) and r <= STORED and not options.tinybert_compat and masker is None for r in reads]
     if not any(cacheable):
         return ds, {id(p): teacher for p in phases}, TeacherStores([])
     ds = ds.add_column(INDEX_COLUMN, list(range(len(ds))), new_fingerprint=Hasher.hash((ds._fingerprint, INDEX_COLUMN)))
     logits = LogitStore.for_data(ds, teacher, identity, root) if any(
         c and LOGITS in r for c, r in zip(cacheable, reads)) else None
-    layers = None
-    if train_cfg.cache_teacher_layers and any(c and r & LAYER_STORED for c, r in zip(cacheable, reads)):
-        layers = _layer_store(ds, teacher, identity, layer_map, root, train_cfg.teacher_cache_max_gb, visits)
+    # the teacher layer whose Q, K, V a cacheable phase reads (relation): one per run, like the layer map
+    qkv_layer = next((layer for p, c in zip(phases, cacheable) if c for t in term_classes(p.weights).values()
+                      if (layer := t.teacher_qkv_layer(options, teacher.config)) is not None), None)
+    layers = qkv = None
+    if train_cfg.cache_teacher_layers and any(c and r & (LAYER_STORED | {QKV}) for c, r in zip(cacheable, reads)):
+        layers, qkv = _layer_stores(ds, teacher, identity, layer_map if any(
+            c and r & LAYER_STORED for c, r in zip(cacheable, reads)) else None, qkv_layer, root,
+            train_cfg.teacher_cache_max_gb, visits)
     chosen = {}
     for phase, r, c in zip(phases, reads, cacheable):
-        answered = c and (not r & LAYER_STORED or layers is not None)
+        answered = c and (not r & LAYER_STORED or layers is not None) and (QKV not in r or qkv is not None)
         chosen[id(phase)] = WriteThroughTeacher(teacher, logits if LOGITS in r else None,
-                                                layers if r & LAYER_STORED else None) if answered else teacher
+                                                layers if r & LAYER_STORED else None,
+                                                qkv if QKV in r else None) if answered else teacher
     views = {p.name: chosen[id(p)] for p in phases if isinstance(chosen[id(p)], WriteThroughTeacher)}
-    return ds, chosen, TeacherStores([s for s in (logits, layers) if s is not None], views)
+    return ds, chosen, TeacherStores([s for s in (logits, layers, qkv) if s is not None], views)
 
 
-def _layer_store(ds, teacher, identity, layer_map, root: Path, max_gb: float, visits: int | None) -> LayerStore | None:
-    """The layer store, or None (the teacher then runs live), saying why, when what the run may write exceeds
-    ``max_gb``; too little free disk is an error (``check_free_space``)."""
-    hidden_layers, score_layers = mapped_layers(layer_map)
+def _layer_stores(ds, teacher, identity, layer_map: LayerMap | None, qkv_layer: int | None, root: Path, max_gb: float,
+                  visits: int | None) -> tuple[LayerStore | None, QKVStore | None]:
+    """The layer store (for ``layer_map``) and the Q/K/V store (for ``qkv_layer``), each None when not asked for, or
+    both None (the teacher then runs live), saying why, when what the run may write to them exceeds ``max_gb``;
+    too little free disk is an error (``check_free_space``)."""
     cfg = teacher.config
     lengths = token_lengths(ds)
-    full = cache_bytes(lengths, len(hidden_layers), cfg.hidden_size, len(score_layers), cfg.num_attention_heads)
+    full = 0
+    if layer_map is not None:
+        hidden_layers, score_layers = mapped_layers(layer_map)
+        full += cache_bytes(lengths, len(hidden_layers), cfg.hidden_size, len(score_layers), cfg.num_attention_heads)
+    if qkv_layer is not None:
+        full += qkv_bytes(lengths, cfg.hidden_size)
     share = 1.0 if visits is None else min(1.0, visits / max(len(ds), 1))
     size = math.ceil(full * share)  # the examples a run visits, on average
     if size > max_gb * 2**30:
         log.warning("teacher layers: the run would store %.1f GB (> train.teacher_cache_max_gb=%s); the teacher runs on "
                     "every step instead", size / 2**30, max_gb)
-        return None
+        return None, None
     check_free_space(Path(root), size)
-    store = LayerStore.for_data(ds, teacher, identity, layer_map, root, lengths)
-    stored = int(store.known.sum())
-    log.info("teacher layers: %d of %d examples stored in %s; the run stores the others it visits (up to %.2f GB)",
-             stored, len(ds), store.directory, size / 2**30)
-    return store
+    layers = LayerStore.for_data(ds, teacher, identity, layer_map, root, lengths) if layer_map is not None else None
+    qkv = QKVStore.for_data(ds, teacher, identity, qkv_layer, root, lengths) if qkv_layer is not None else None
+    for store in (layers, qkv):
+        if store is not None:
+            log.info("%s: %d of %d examples stored in %s; the run stores the others it visits", store.prefix,
+                     int(store.known.sum()), len(ds), store.directory)
+    log.info("teacher layers: the run stores up to %.2f GB", size / 2**30)
+    return layers, qkv
 
 
 def teacher_sources(phases, chosen: dict[int, object]) -> dict[str, dict | str]:

@@ -21,7 +21,7 @@ from distill.teacher_cache import (
     LayerStore,
     LogitStore,
     WriteThroughTeacher,
-    _layer_store,
+    _layer_stores,
     cache_bytes,
     cache_problem,
     mapped_layers,
@@ -109,8 +109,8 @@ def test_the_size_estimate_is_the_size_allocated_and_the_cap_counts_what_a_run_v
     written = sum(os.path.getsize(cache.directory / f) for f in ("hidden.f16", "scores.f16"))
     assert written == expected == cache.meta["bytes"]
     # over the cap: no store (the teacher runs live); a run that visits a quarter of the examples stores a quarter
-    assert _layer_store(ds, teacher, "t", layer_map, tmp_path / "small", expected / 2**30 / 2, None) is None
-    assert _layer_store(ds, teacher, "t", layer_map, tmp_path / "small", expected / 2**30 / 2, len(ds) // 4) is not None
+    assert _layer_stores(ds, teacher, "t", layer_map, None, tmp_path / "small", expected / 2**30 / 2, None) == (None, None)
+    assert _layer_stores(ds, teacher, "t", layer_map, None, tmp_path / "small", expected / 2**30 / 2, len(ds) // 4)[0] is not None
 
 
 def test_the_cache_is_rebuilt_when_teacher_data_layer_map_or_max_length_change(teacher, tokenizer, padded_batch, tmp_path):
@@ -192,6 +192,46 @@ def test_the_first_pass_runs_the_teacher_and_stores_what_it_visits_later_passes_
     assert again[id(both)].layers.known.all() and again[id(both)].logits.known.all()
 
 
+@pytest.mark.parametrize("teacher_layer", [None, 2])
+def test_the_relation_terms_qkv_are_stored_on_the_first_pass_and_read_after(teacher, tokenizer, tmp_path, teacher_layer):
+    """MiniLMv2's relation term reads one teacher layer's Q, K, V: stored like the logits and the mapped layers, so
+    a 110M teacher runs once per example, not once per step; what the stores give equals the live teacher's."""
+    from distill.config import PhaseConfig
+    from distill.data import train_loader
+    from distill.teacher_cache import QKVStore
+
+    texts = [f"the film {'was very ' * (i % 4)}good number {i}" for i in range(12)]
+    rows = Dataset.from_dict({**tokenizer(texts), "labels": [i % 2 for i in range(12)]})
+    phase = PhaseConfig(name="distil", weights=LossWeights(hidden=1.0, relation=1.0, soft_ce=1.0))
+    options = LossOptions(relation_heads=4, relation_teacher_layer=teacher_layer)
+    layer_map = LayerMap([1, 3], 2, 4)
+    ds, chosen, stores = teacher_for_phases([phase], rows, teacher, "t", layer_map, options, TrainConfig(), tmp_path)
+    stand_in = chosen[id(phase)]
+    assert isinstance(stand_in.qkv, QKVStore) and stand_in.qkv.layer == (teacher_layer or 4)
+    assert [type(s) for s in stores.stores] == [LogitStore, LayerStore, QKVStore]
+    student = student_for(tokenizer)
+    objective = Objective(student, phase.weights, stand_in, layer_map, options)
+    reference = Objective(student, phase.weights, teacher, layer_map, options)
+    reference.load_state_dict(objective.state_dict())
+    forwards = []
+    hook = teacher.model.base_model.register_forward_pre_hook(lambda *a: forwards.append(1))
+    batches = list(train_loader(ds, tokenizer, 4, 0, True))
+    first = [objective(b)[1] for b in batches]
+    assert len(forwards) == 3 and stand_in.qkv.known.all()
+    second = [objective(b)[1] for b in batches]  # the next epoch: read, no teacher
+    assert len(forwards) == 3 and stand_in.stored_batches == 3
+    hook.remove()
+    for a, b, batch in zip(first, second, batches):
+        live = reference(batch)[1]
+        assert a["relation"] > 0 and torch.equal(a["relation"], b["relation"])
+        torch.testing.assert_close(b["relation"], live["relation"], rtol=2e-3, atol=1e-4)  # float16 Q, K, V
+    # keyed by the layer: another relation layer gets its own store
+    stores.flush()
+    other = LossOptions(relation_heads=4, relation_teacher_layer=3)
+    _, again, _ = teacher_for_phases([phase], rows, teacher, "t", layer_map, other, TrainConfig(), tmp_path)
+    assert again[id(phase)].qkv.directory != stand_in.qkv.directory and not again[id(phase)].qkv.known.any()
+
+
 @pytest.mark.parametrize("weights", [LossWeights(embedding=1.0, hidden=1.0, attention=1.0), LossWeights(soft_ce=1.0)])
 def test_the_benchmarks_reference_loss_matches_the_objective_on_differently_padded_batches(
         teacher, tokenizer, padded_batch, weights):
@@ -270,7 +310,7 @@ def test_a_cache_larger_than_the_free_disk_is_refused_before_writing(teacher, to
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))
     with pytest.raises(DiskSpaceError, match=r"teacher layers: the cache needs 0.00 GB but .* has 0.00 GB free; free space "
                                              r"\(python -m distill cache list\|clear\)"):
-        _layer_store(rows_of(padded_batch), teacher, "t", LayerMap([1, 3], 2, 4), tmp_path, 1.0, None)
+        _layer_stores(rows_of(padded_batch), teacher, "t", LayerMap([1, 3], 2, 4), None, tmp_path, 1.0, None)
     assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")]  # nothing written
 
 

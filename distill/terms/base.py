@@ -29,8 +29,9 @@ QKV = "qkv"  # the query, key and value projections of one chosen layer, [b, t, 
 LAYER_READS = frozenset({EMBEDDINGS, MAPPED_HIDDEN, MAPPED_ATTENTION, LAST_HIDDEN, QKV})
 # what pairs student and teacher layers through G(m)
 MAPPED_READS = frozenset({MAPPED_HIDDEN, MAPPED_ATTENTION})
-# what the teacher stores keep per example (distill.teacher_cache): logits, and the mapped layers at real tokens
-STORED = frozenset({EMBEDDINGS, MAPPED_HIDDEN, MAPPED_ATTENTION, LOGITS})
+# what the teacher stores keep per example (distill.teacher_cache): logits, the mapped layers and one layer's Q, K, V
+# at real tokens
+STORED = frozenset({EMBEDDINGS, MAPPED_HIDDEN, MAPPED_ATTENTION, LOGITS, QKV})
 
 # term name -> class, filled as each term's module is imported (distill/terms/__init__.py imports them all)
 TERMS: dict[str, type[LossTerm]] = {}
@@ -73,14 +74,17 @@ class LossTerm(nn.Module):
     # what it reads of the student's forward, and of the teacher's (empty: the teacher is not run for it)
     reads: ClassVar[frozenset[str]] = frozenset()
     teacher_reads: ClassVar[frozenset[str]] = frozenset()
-    # False when its teacher inputs must come from the live teacher even where the stores keep them
-    storable: ClassVar[bool] = True
     # the stages it can run in; None: wherever its inputs exist
     stages: ClassVar[tuple[str, ...] | None] = None
     # why, for the one-line error when it is switched on elsewhere
     stages_why: ClassVar[str] = ""
     # a term that reads QKV: (student layer, teacher layer), 1-based, set by ``build``
     qkv_layers: tuple[int, int] | None = None
+
+    @classmethod
+    def teacher_qkv_layer(cls, options, teacher_config) -> int | None:
+        """The teacher layer (1-based) whose Q, K and V the term reads, from ``stage.loss``; None: it reads none."""
+        return None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -23,7 +23,6 @@ class RelationKL(LossTerm):
 
     name = "relation"
     reads = teacher_reads = frozenset({QKV})
-    storable = False  # the teacher stores keep logits and mapped layers, not Q/K/V: the teacher runs live
 
     def __init__(self, heads: int, layers: tuple[int, int]):
         super().__init__()
@@ -31,10 +30,14 @@ class RelationKL(LossTerm):
         self.qkv_layers = layers
 
     @classmethod
+    def teacher_qkv_layer(cls, options, teacher_config) -> int:
+        return options.relation_teacher_layer or teacher_config.num_hidden_layers
+
+    @classmethod
     def build(cls, setup) -> RelationKL:
         o = setup.options
         return cls(o.relation_heads, (o.relation_student_layer or setup.student_config.num_hidden_layers,
-                                      o.relation_teacher_layer or setup.teacher_config.num_hidden_layers))
+                                      cls.teacher_qkv_layer(o, setup.teacher_config)))
 
     def relations(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log R [b, A, t, t] of one projection x [b, t, h]; masked keys hold -inf before the softmax."""
