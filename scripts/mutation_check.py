@@ -71,6 +71,8 @@ MUTATIONS = [
     ("relation read from a shared block's first call whatever the layer", "distill/attention.py",
      "return [block.get_submodule(name) for name in QKV_TARGETS], (layer - 1) % per_group",
      "return [block.get_submodule(name) for name in QKV_TARGETS], 0"),
+    ("stored Q and K read back swapped", "distill/teacher_cache.py",
+     "        q, k, v = torch.from_numpy(out)\n", "        k, q, v = torch.from_numpy(out)\n"),
     ("RoBERTa positions copied row for row (off by two)", "distill/families/roberta.py",
      "position_offset=lambda config: config.pad_token_id + 1,", "position_offset=lambda config: 0,", FAMILY_TESTS),
     ("RoBERTa's dense + out_proj head copied as BERT's", "distill/families/base.py",

@@ -200,6 +200,14 @@ def test_the_relation_terms_qkv_are_stored_on_the_first_pass_and_read_after(teac
     from distill.data import train_loader
     from distill.teacher_cache import QKVStore
 
+    def sharpen(model):  # random tiny projections give near-uniform relations whose KL says little: widen them
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith(("query.weight", "key.weight", "value.weight")):
+                    p.mul_(8.0)
+        return model
+
+    sharpen(teacher.model)
     texts = [f"the film {'was very ' * (i % 4)}good number {i}" for i in range(12)]
     rows = Dataset.from_dict({**tokenizer(texts), "labels": [i % 2 for i in range(12)]})
     phase = PhaseConfig(name="distil", weights=LossWeights(hidden=1.0, relation=1.0, soft_ce=1.0))
@@ -209,7 +217,7 @@ def test_the_relation_terms_qkv_are_stored_on_the_first_pass_and_read_after(teac
     stand_in = chosen[id(phase)]
     assert isinstance(stand_in.qkv, QKVStore) and stand_in.qkv.layer == (teacher_layer or 4)
     assert [type(s) for s in stores.stores] == [LogitStore, LayerStore, QKVStore]
-    student = student_for(tokenizer)
+    student = sharpen(student_for(tokenizer))
     objective = Objective(student, phase.weights, stand_in, layer_map, options)
     reference = Objective(student, phase.weights, teacher, layer_map, options)
     reference.load_state_dict(objective.state_dict())
@@ -223,7 +231,7 @@ def test_the_relation_terms_qkv_are_stored_on_the_first_pass_and_read_after(teac
     hook.remove()
     for a, b, batch in zip(first, second, batches):
         live = reference(batch)[1]
-        assert a["relation"] > 0 and torch.equal(a["relation"], b["relation"])
+        assert a["relation"] > 0.05 and torch.equal(a["relation"], b["relation"])
         torch.testing.assert_close(b["relation"], live["relation"], rtol=2e-3, atol=1e-4)  # float16 Q, K, V
     # keyed by the layer: another relation layer gets its own store
     stores.flush()
