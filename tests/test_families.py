@@ -248,6 +248,17 @@ def test_every_stage_runs_on_a_teacher_of_the_family(tmp_path, family):
         init = sliced["student_init"]
         assert init["teacher"] == str(ws / "bert") and "approximate" not in init
         assert init["vocab_matched"] == init["vocab_size"] - 1  # all but 'cinema': specials matched by role
+        # the MPNet screen's fullest row (distill/studies/mpnet_screen.yaml): augmented data (neighbours: no masked-LM
+        # head), hidden states through W_h and Q/K/V relations with the logits; later epochs read all three stores
+        layers = run(compose_cfg(ws, "recipe=fast", *wide, f"stage.init.source={ws / 'bert'}", "augment.enabled=true",
+                                 "augment.copies=1", "train.max_steps=-1", "stage.phases.0.epochs=2",
+                                 "stage.phases.0.weights.hidden=1.0",
+                                 "stage.phases.0.weights.relation=1.0", "stage.loss.relation_heads=4",
+                                 "stage.loss.balance=initial", f"run_dir={tmp_path / 'layers'}"))
+        assert {"hidden", "relation", "soft_ce", "hard_ce"} <= set(layers["losses"])
+        assert layers["augment"]["rows"] > layers["augment"]["examples"] and layers["train_examples"] == layers["augment"]["rows"]
+        outputs = layers["teacher_outputs"]["prediction"]
+        assert outputs["live_batches"] > 0 and outputs["stored_batches"] > 0
 
 
 def test_a_model_that_declares_a_masked_lm_head_but_ships_none_has_none(tmp_path):
