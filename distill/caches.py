@@ -1,8 +1,8 @@
 """``python -m distill cache list|clear``: the teacher caches distill keeps, their sizes, and removing them.
 
 The teacher's stored outputs (distill/teacher_cache.py): ``teacher_layers-<key>`` (mapped layers, the large
-ones), ``teacher_qkv-<key>`` (one layer's Q, K, V) and ``teacher_logits-<key>``. A sweep or a second run reads them instead of running the teacher, and they
-are never evicted on their own. The tokenized data are ``datasets`` cache files beside the data
+ones), ``teacher_qkv-<key>`` (one layer's Q, K, V) and ``teacher_logits-<key>``. A sweep or a second run reads
+them instead of running the teacher, and they are never evicted on their own. The tokenized data are ``datasets`` cache files beside the data
 (``Dataset.cleanup_cache_files``)."""
 
 from __future__ import annotations

@@ -352,7 +352,7 @@ class WriteThroughTeacher:
             return self._read(batch, ids)
         self.live_batches += 1
         inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
-        # logits alone: the fused attention, no hidden states kept
+        # logits alone (no layer or Q/K/V store): the fused attention, no hidden states kept
         out = self.teacher(inputs, logits_at, depth, layers=self.layers is not None or self.qkv is not None,
                            qkv_layer=qkv_layer)
         for store in self.stores:
