@@ -12,8 +12,9 @@ Three stores, each a directory keyed by the data's fingerprint (which holds the 
 length), the teacher's identity (``distill.data.path_identity``: its files' content) and
 ``CACHE_VERSION``:
 - ``teacher_logits-<key>``: the logits, float32 [n, labels];
-- ``teacher_layers-<key>`` (also keyed by the mapped layers): the embedding output and the G(1..L_S)
-  hidden states [t, h] and attention scores [heads, t, t] per example, real tokens only, float16;
+- ``teacher_layers-<key>`` (also keyed by the layers it holds): of the embedding output, the G(1..L_S)
+  hidden states [t, h] and attention scores [heads, t, t], those the run's terms read, per example, real
+  tokens only, float16;
 - ``teacher_qkv-<key>`` (also keyed by the layer): one layer's query, key and value projections
   [t, 3, h] per example, real tokens only, float16 (the relation term's).
 Each holds ``filled.npy``, which examples are written. Its files are allocated whole (sparse: unwritten
@@ -48,7 +49,7 @@ from distill.errors import DiskSpaceError
 from distill.files import building_dir
 from distill.layer_map import LayerMap
 from distill.teacher import FrozenTeacher
-from distill.terms import LOGITS, QKV, STORED, reads_of, term_classes
+from distill.terms import EMBEDDINGS, LOGITS, MAPPED_ATTENTION, MAPPED_HIDDEN, QKV, STORED, reads_of, term_classes
 
 log = logging.getLogger("distill")
 
@@ -57,10 +58,12 @@ INDEX_COLUMN = "example_index"
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def mapped_layers(layer_map: LayerMap) -> tuple[list[int], list[int]]:
-    """Indices into the teacher's ``hidden_states`` (0 = embeddings) and ``attention_scores`` the losses read."""
-    hidden = sorted({0, *layer_map.targets})
-    scores = sorted({t - 1 for t in layer_map.targets})
+def mapped_layers(layer_map: LayerMap, reads: frozenset[str] | None = None) -> tuple[list[int], list[int]]:
+    """Indices into the teacher's ``hidden_states`` (0 = embeddings) and ``attention_scores`` that terms with these
+    ``reads`` read (None: every layer read; a phase of hidden-state terms stores no attention scores)."""
+    reads = LAYER_STORED if reads is None else reads
+    hidden = sorted(({0} if EMBEDDINGS in reads else set()) | (set(layer_map.targets) if MAPPED_HIDDEN in reads else set()))
+    scores = sorted({t - 1 for t in layer_map.targets}) if MAPPED_ATTENTION in reads else []
     return hidden, scores
 
 
@@ -201,15 +204,18 @@ class LayerStore(_Store):
         self.num_hidden_layers, self.width, self.heads = meta["num_hidden_layers"], meta["width"], meta["heads"]
         offsets = np.load(directory / "offsets.npy")  # [n + 1, 2]: token and score-entry offsets
         self.token_offsets, self.score_offsets = offsets[:, 0], offsets[:, 1]
-        self.hidden = np.memmap(directory / "hidden.f16", np.float16, "r+",
-                                shape=(max(int(self.token_offsets[-1]), 1), len(self.hidden_layers), self.width))
-        self.scores = np.memmap(directory / "scores.f16", np.float16, "r+", shape=(max(int(self.score_offsets[-1]), 1),))
+        # a file only for what the terms read (no scores for hidden-state terms)
+        self.hidden = np.memmap(directory / "hidden.f16", np.float16, "r+", shape=(
+            max(int(self.token_offsets[-1]), 1), len(self.hidden_layers), self.width)) if self.hidden_layers else None
+        self.scores = np.memmap(directory / "scores.f16", np.float16, "r+",
+                                shape=(max(int(self.score_offsets[-1]), 1),)) if self.score_layers else None
 
     @classmethod
     def for_data(cls, ds, teacher: FrozenTeacher, identity, layer_map: LayerMap, root: Path,
-                 lengths: np.ndarray | None = None) -> LayerStore:
-        """``lengths``: ``token_lengths(ds)``, when the caller has it already."""
-        hidden_layers, score_layers = mapped_layers(layer_map)
+                 lengths: np.ndarray | None = None, reads: frozenset[str] | None = None) -> LayerStore:
+        """``lengths``: ``token_lengths(ds)``, when the caller has it already; ``reads``: what the terms read of the
+        layers (``mapped_layers``)."""
+        hidden_layers, score_layers = mapped_layers(layer_map, reads)
         cfg = teacher.config
         lengths = token_lengths(ds) if lengths is None else lengths
         token_offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -219,8 +225,9 @@ class LayerStore(_Store):
                 "bytes": cache_bytes(lengths, len(hidden_layers), cfg.hidden_size, len(score_layers),
                                      cfg.num_attention_heads),
                 "teacher": str(identity), "version": CACHE_VERSION}
-        sizes = {"hidden.f16": 2 * max(int(token_offsets[-1]), 1) * len(hidden_layers) * cfg.hidden_size,
-                 "scores.f16": 2 * max(int(score_offsets[-1]), 1)}
+        sizes = {**({"hidden.f16": 2 * max(int(token_offsets[-1]), 1) * len(hidden_layers) * cfg.hidden_size}
+                    if hidden_layers else {}),
+                 **({"scores.f16": 2 * max(int(score_offsets[-1]), 1)} if score_layers else {})}
         return cls.open(root, (ds._fingerprint, identity, hidden_layers, score_layers, CACHE_VERSION), meta, sizes,
                         {"offsets.npy": np.stack([token_offsets, score_offsets], 1)})
 
@@ -233,29 +240,37 @@ class LayerStore(_Store):
         for row, i in enumerate(ids):
             start, end = self.token_offsets[i], self.token_offsets[i + 1]
             t = int(end - start)
-            hidden[:, row, :t] = self.hidden[start:end].transpose(1, 0, 2)
-            block = self.scores[self.score_offsets[i]:self.score_offsets[i + 1]].reshape(n_s, self.heads, t, t)
-            scores[:, row, :, :t, :t] = block
+            if n_h:
+                hidden[:, row, :t] = self.hidden[start:end].transpose(1, 0, 2)
+            if n_s:
+                block = self.scores[self.score_offsets[i]:self.score_offsets[i + 1]].reshape(n_s, self.heads, t, t)
+                scores[:, row, :, :t, :t] = block
         return torch.from_numpy(hidden), torch.from_numpy(scores)
 
     def write(self, ids: list[int], out: Intermediates, attention_mask: torch.Tensor) -> None:
         new = [row for row, i in enumerate(ids) if not self.known[i]]
         if not new:
             return
-        h = torch.stack([out.hidden_states[j][new] for j in self.hidden_layers], 2).half().cpu().numpy()  # [b, t, n_h, w]
-        s = torch.stack([out.attention_scores[j][new] for j in self.score_layers], 1)  # [b, n_s, heads, t, t]
+        if self.hidden_layers:  # [b, t, n_h, w]
+            h = torch.stack([out.hidden_states[j][new] for j in self.hidden_layers], 2).half().cpu().numpy()
+        if self.score_layers:  # [b, n_s, heads, t, t]
+            s = torch.stack([out.attention_scores[j][new] for j in self.score_layers], 1)
         lengths = attention_mask[new].sum(1).tolist()
         for k, (row, t) in enumerate(zip(new, lengths)):
             i = ids[row]
             start, end = token_span(self.token_offsets, i, t)
-            self.hidden[start:end] = h[k, :t]
-            self.scores[self.score_offsets[i]:self.score_offsets[i + 1]] = s[k, :, :, :t, :t].half().reshape(-1).cpu().numpy()
+            if self.hidden_layers:
+                self.hidden[start:end] = h[k, :t]
+            if self.score_layers:
+                self.scores[self.score_offsets[i]:self.score_offsets[i + 1]] = \
+                    s[k, :, :, :t, :t].half().reshape(-1).cpu().numpy()
             self.known[i] = True
         self.dirty = True
 
     def _flush_files(self) -> None:
-        self.hidden.flush()
-        self.scores.flush()
+        for values in (self.hidden, self.scores):
+            if values is not None:
+                values.flush()
 
 
 class QKVStore(_Store):
@@ -446,11 +461,12 @@ def teacher_for_phases(phases, ds, teacher: FrozenTeacher, identity, layer_map: 
     # the teacher layer whose Q, K, V a cacheable phase reads (relation): one per run, like the layer map
     qkv_layer = next((layer for p, c in zip(phases, cacheable) if c for t in term_classes(p.weights).values()
                       if (layer := t.teacher_qkv_layer(options, teacher.config)) is not None), None)
+    # what the cacheable phases read of the layers, together: the layer store keeps that and no more
+    layer_reads = frozenset().union(*(r & LAYER_STORED for c, r in zip(cacheable, reads) if c))
     layers = qkv = None
-    if train_cfg.cache_teacher_layers and any(c and r & (LAYER_STORED | {QKV}) for c, r in zip(cacheable, reads)):
-        layers, qkv = _layer_stores(ds, teacher, identity, layer_map if any(
-            c and r & LAYER_STORED for c, r in zip(cacheable, reads)) else None, qkv_layer, root,
-            train_cfg.teacher_cache_max_gb, visits)
+    if train_cfg.cache_teacher_layers and (layer_reads or qkv_layer is not None):
+        layers, qkv = _layer_stores(ds, teacher, identity, layer_map, layer_reads, qkv_layer, root,
+                                    train_cfg.teacher_cache_max_gb, visits)
     chosen = {}
     for phase, r, c in zip(phases, reads, cacheable):
         answered = c and (not r & LAYER_STORED or layers is not None) and (QKV not in r or qkv is not None)
@@ -461,16 +477,18 @@ def teacher_for_phases(phases, ds, teacher: FrozenTeacher, identity, layer_map: 
     return ds, chosen, TeacherStores([s for s in (logits, layers, qkv) if s is not None], views)
 
 
-def _layer_stores(ds, teacher, identity, layer_map: LayerMap | None, qkv_layer: int | None, root: Path, max_gb: float,
+def _layer_stores(ds, teacher, identity, layer_map: LayerMap | None, layer_reads: frozenset[str] | None,
+                  qkv_layer: int | None, root: Path, max_gb: float,
                   visits: int | None) -> tuple[LayerStore | None, QKVStore | None]:
-    """The layer store (for ``layer_map``) and the Q/K/V store (for ``qkv_layer``), each None when not asked for, or
-    both None (the teacher then runs live), saying why, when what the run may write to them exceeds ``max_gb``;
-    too little free disk is an error (``check_free_space``)."""
+    """The layer store (of what ``layer_reads`` read through ``layer_map``; None: every layer read) and the Q/K/V
+    store (for ``qkv_layer``), each None when not asked for, or both None (the teacher then runs live), saying why,
+    when what the run may write to them exceeds ``max_gb``; too little free disk is an error (``check_free_space``)."""
     cfg = teacher.config
     lengths = token_lengths(ds)
     full = 0
-    if layer_map is not None:
-        hidden_layers, score_layers = mapped_layers(layer_map)
+    stores_layers = layer_reads is None or bool(layer_reads)
+    if stores_layers:
+        hidden_layers, score_layers = mapped_layers(layer_map, layer_reads)
         full += cache_bytes(lengths, len(hidden_layers), cfg.hidden_size, len(score_layers), cfg.num_attention_heads)
     if qkv_layer is not None:
         full += qkv_bytes(lengths, cfg.hidden_size)
@@ -481,7 +499,7 @@ def _layer_stores(ds, teacher, identity, layer_map: LayerMap | None, qkv_layer: 
                     "every step instead", size / 2**30, max_gb)
         return None, None
     check_free_space(Path(root), size)
-    layers = LayerStore.for_data(ds, teacher, identity, layer_map, root, lengths) if layer_map is not None else None
+    layers = LayerStore.for_data(ds, teacher, identity, layer_map, root, lengths, layer_reads) if stores_layers else None
     qkv = QKVStore.for_data(ds, teacher, identity, qkv_layer, root, lengths) if qkv_layer is not None else None
     for store in (layers, qkv):
         if store is not None:

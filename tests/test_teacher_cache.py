@@ -109,8 +109,8 @@ def test_the_size_estimate_is_the_size_allocated_and_the_cap_counts_what_a_run_v
     written = sum(os.path.getsize(cache.directory / f) for f in ("hidden.f16", "scores.f16"))
     assert written == expected == cache.meta["bytes"]
     # over the cap: no store (the teacher runs live); a run that visits a quarter of the examples stores a quarter
-    assert _layer_stores(ds, teacher, "t", layer_map, None, tmp_path / "small", expected / 2**30 / 2, None) == (None, None)
-    assert _layer_stores(ds, teacher, "t", layer_map, None, tmp_path / "small", expected / 2**30 / 2, len(ds) // 4)[0] is not None
+    assert _layer_stores(ds, teacher, "t", layer_map, None, None, tmp_path / "small", expected / 2**30 / 2, None) == (None, None)
+    assert _layer_stores(ds, teacher, "t", layer_map, None, None, tmp_path / "small", expected / 2**30 / 2, len(ds) // 4)[0] is not None
 
 
 def test_the_cache_is_rebuilt_when_teacher_data_layer_map_or_max_length_change(teacher, tokenizer, padded_batch, tmp_path):
@@ -153,6 +153,32 @@ def test_phases_get_the_cache_they_can_read(teacher, tokenizer, padded_batch, tm
     _, off, _ = teacher_for_phases(phases, rows_of(padded_batch), teacher, "t", layer_map, LossOptions(),
                                    TrainConfig(cache_teacher_layers=False), tmp_path)
     assert off[id(layers)] is teacher and isinstance(off[id(logits)], WriteThroughTeacher)
+
+
+def test_a_layer_store_keeps_only_what_the_terms_read(teacher, tokenizer, padded_batch, tmp_path):
+    """Hidden-state terms store no attention scores (for a 12-layer teacher's [heads, t, t] per layer, much of the
+    store), attention terms no hidden states; what is stored gives the live teacher's losses."""
+    from distill.config import PhaseConfig
+
+    layer_map = LayerMap([1, 3], 2, 4)
+    for weights, hidden, scores in ((LossWeights(hidden=1.0, soft_ce=1.0), [1, 3], []),
+                                    (LossWeights(attention=1.0), [], [0, 2]),
+                                    (LossWeights(embedding=1.0, hidden=1.0), [0, 1, 3], [])):
+        phase = PhaseConfig(name="distil", weights=weights)
+        ds, chosen, _ = teacher_for_phases([phase], rows_of(padded_batch), teacher, "t", layer_map, LossOptions(),
+                                           TrainConfig(), tmp_path)
+        store = chosen[id(phase)].layers
+        assert (store.hidden_layers, store.score_layers) == (hidden, scores)
+        assert (store.directory / "hidden.f16").exists() == bool(hidden)
+        assert (store.directory / "scores.f16").exists() == bool(scores)
+        batch = dict(padded_batch, **{INDEX_COLUMN: torch.tensor(ds[INDEX_COLUMN])})
+        student = student_for(tokenizer)
+        live = Objective(student, weights, teacher, layer_map)
+        cached = Objective(student, weights, chosen[id(phase)], layer_map)
+        cached.load_state_dict(live.state_dict())
+        for _ in range(2):  # the pass that stores, then one that reads
+            torch.testing.assert_close(cached(batch)[1], live(batch)[1], rtol=2e-3, atol=1e-4)
+        assert chosen[id(phase)].live_batches == 1 and chosen[id(phase)].stored_batches == 1
 
 
 def test_the_first_pass_runs_the_teacher_and_stores_what_it_visits_later_passes_read(teacher, tokenizer, tmp_path):
@@ -318,7 +344,7 @@ def test_a_cache_larger_than_the_free_disk_is_refused_before_writing(teacher, to
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))
     with pytest.raises(DiskSpaceError, match=r"teacher layers: the cache needs 0.00 GB but .* has 0.00 GB free; free space "
                                              r"\(python -m distill cache list\|clear\)"):
-        _layer_stores(rows_of(padded_batch), teacher, "t", LayerMap([1, 3], 2, 4), None, tmp_path, 1.0, None)
+        _layer_stores(rows_of(padded_batch), teacher, "t", LayerMap([1, 3], 2, 4), None, None, tmp_path, 1.0, None)
     assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")]  # nothing written
 
 
