@@ -477,17 +477,16 @@ def teacher_for_phases(phases, ds, teacher: FrozenTeacher, identity, layer_map: 
     return ds, chosen, TeacherStores([s for s in (logits, layers, qkv) if s is not None], views)
 
 
-def _layer_stores(ds, teacher, identity, layer_map: LayerMap | None, layer_reads: frozenset[str] | None,
+def _layer_stores(ds, teacher, identity, layer_map: LayerMap | None, layer_reads: frozenset[str],
                   qkv_layer: int | None, root: Path, max_gb: float,
                   visits: int | None) -> tuple[LayerStore | None, QKVStore | None]:
-    """The layer store (of what ``layer_reads`` read through ``layer_map``; None: every layer read) and the Q/K/V
-    store (for ``qkv_layer``), each None when not asked for, or both None (the teacher then runs live), saying why,
-    when what the run may write to them exceeds ``max_gb``; too little free disk is an error (``check_free_space``)."""
+    """The layer store (of what ``layer_reads`` read through ``layer_map``) and the Q/K/V store (for ``qkv_layer``),
+    each None when not asked for, or both None (the teacher then runs live), saying why, when what the run may write
+    to them exceeds ``max_gb``; too little free disk is an error (``check_free_space``)."""
     cfg = teacher.config
     lengths = token_lengths(ds)
     full = 0
-    stores_layers = layer_reads is None or bool(layer_reads)
-    if stores_layers:
+    if layer_reads:
         hidden_layers, score_layers = mapped_layers(layer_map, layer_reads)
         full += cache_bytes(lengths, len(hidden_layers), cfg.hidden_size, len(score_layers), cfg.num_attention_heads)
     if qkv_layer is not None:
@@ -499,7 +498,7 @@ def _layer_stores(ds, teacher, identity, layer_map: LayerMap | None, layer_reads
                     "every step instead", size / 2**30, max_gb)
         return None, None
     check_free_space(Path(root), size)
-    layers = LayerStore.for_data(ds, teacher, identity, layer_map, root, lengths, layer_reads) if stores_layers else None
+    layers = LayerStore.for_data(ds, teacher, identity, layer_map, root, lengths, layer_reads) if layer_reads else None
     qkv = QKVStore.for_data(ds, teacher, identity, qkv_layer, root, lengths) if qkv_layer is not None else None
     for store in (layers, qkv):
         if store is not None:

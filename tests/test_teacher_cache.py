@@ -21,6 +21,7 @@ from distill.teacher_cache import (
     LayerStore,
     LogitStore,
     WriteThroughTeacher,
+    LAYER_STORED,
     _layer_stores,
     cache_bytes,
     cache_problem,
@@ -109,8 +110,8 @@ def test_the_size_estimate_is_the_size_allocated_and_the_cap_counts_what_a_run_v
     written = sum(os.path.getsize(cache.directory / f) for f in ("hidden.f16", "scores.f16"))
     assert written == expected == cache.meta["bytes"]
     # over the cap: no store (the teacher runs live); a run that visits a quarter of the examples stores a quarter
-    assert _layer_stores(ds, teacher, "t", layer_map, None, None, tmp_path / "small", expected / 2**30 / 2, None) == (None, None)
-    assert _layer_stores(ds, teacher, "t", layer_map, None, None, tmp_path / "small", expected / 2**30 / 2, len(ds) // 4)[0] is not None
+    assert _layer_stores(ds, teacher, "t", layer_map, LAYER_STORED, None, tmp_path / "small", expected / 2**30 / 2, None) == (None, None)
+    assert _layer_stores(ds, teacher, "t", layer_map, LAYER_STORED, None, tmp_path / "small", expected / 2**30 / 2, len(ds) // 4)[0] is not None
 
 
 def test_the_cache_is_rebuilt_when_teacher_data_layer_map_or_max_length_change(teacher, tokenizer, padded_batch, tmp_path):
@@ -344,7 +345,7 @@ def test_a_cache_larger_than_the_free_disk_is_refused_before_writing(teacher, to
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**20, 2**20))
     with pytest.raises(DiskSpaceError, match=r"teacher layers: the cache needs 0.00 GB but .* has 0.00 GB free; free space "
                                              r"\(python -m distill cache list\|clear\)"):
-        _layer_stores(rows_of(padded_batch), teacher, "t", LayerMap([1, 3], 2, 4), None, None, tmp_path, 1.0, None)
+        _layer_stores(rows_of(padded_batch), teacher, "t", LayerMap([1, 3], 2, 4), LAYER_STORED, None, tmp_path, 1.0, None)
     assert not [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")]  # nothing written
 
 
