@@ -46,6 +46,8 @@ class Run:
     resume: dict | None = None
     # when this process started the run (after the checks): metrics.json's wall_seconds counts from here
     started: float = 0.0
+    # the step a resumed run continued from (None: a fresh start); the checkpoint's progress moves on as it trains
+    resumed_at_step: int | None = None
 
     @property
     def model_dir(self) -> Path:
@@ -60,25 +62,33 @@ class Run:
         return dataclasses.replace(self.train, **kwargs)
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
+def _flat(d: dict | list, prefix: str = "") -> dict:
+    """{'a.b': 1, 'phases.0.lr': 3e-4}: lists by index, so a phase compares setting by setting."""
     out = {}
-    for k, v in d.items():
+    for k, v in d.items() if isinstance(d, dict) else enumerate(d):
         key = f"{prefix}{k}"
-        out.update(_flat(v, key + ".") if isinstance(v, dict) else {key: v})
+        out.update(_flat(v, key + ".") if isinstance(v, (dict, list)) and v else {key: v})
     return out
 
 
-def _check_same_config(run_dir: Path, cfg: Config) -> None:
+def config_changes(run_dir: Path, cfg: Config, only_shared: bool = False) -> list[tuple[str, object, object]]:
+    """(key, saved, now) for every setting in which ``cfg`` differs from the run saved in ``run_dir``, leaving out
+    how a run runs (``RESUME_FREE``) and what ``cfg.resume_accept`` accepts. ``only_shared``: compare only keys both
+    configs have (a run made before a setting existed is compared on the settings it knew)."""
     saved = _flat(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))
     now = _flat(OmegaConf.to_container(OmegaConf.create(cfg)))
-    differ = [k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k) and not k.startswith(RESUME_FREE)
-              and k not in cfg.resume_accept]
-    if differ:
-        shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in differ[:3])
+    keys = set(saved) & set(now) if only_shared else set(saved) | set(now)
+    return [(k, saved.get(k), now.get(k)) for k in sorted(keys)
+            if saved.get(k) != now.get(k) and not k.startswith(RESUME_FREE) and k not in cfg.resume_accept]
+
+
+def _check_same_config(run_dir: Path, cfg: Config) -> None:
+    if changes := config_changes(run_dir, cfg):
+        shown = ", ".join(f"{k}: {old!r} -> {new!r}" for k, old, new in changes[:3])
         raise ConfigError(
             f"resume: the config differs from the run being resumed ({shown}); resume with the same settings, "
             f"start a new run_dir, or accept the change (it can change the numbers: train.threads changes CPU float "
-            f"results) with 'resume_accept=[{differ[0]}]'"
+            f"results) with 'resume_accept=[{changes[0][0]}]'"
         )
 
 
@@ -165,7 +175,8 @@ def start(cfg: Config) -> Run:
         metrics_log.truncate(resume["progress"].log_bytes)
     elif accelerator.is_main_process:
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    return Run(cfg, run_dir, TrainContext(accelerator, metrics_log, checkpoints), checked, resume, time.perf_counter())
+    return Run(cfg, run_dir, TrainContext(accelerator, metrics_log, checkpoints), checked, resume, time.perf_counter(),
+               resume["progress"].step if resume is not None else None)
 
 
 def save_model(model: nn.Module, tokenizer, target: Path, projections=None) -> None:
@@ -182,6 +193,8 @@ def finish(run: Run, metrics: dict) -> dict:
     """Write ``metrics.json`` (whole or not at all); print the run directory as the last line."""
     # the whole run in this process: loading, caches, training, evaluation, benchmark (a resumed run: since it resumed)
     metrics["wall_seconds"] = time.perf_counter() - run.started
+    if run.resumed_at_step is not None:  # so that a reader knows wall_seconds covers only the part after it
+        metrics["resumed_at_step"] = run.resumed_at_step
     if run.accelerator.is_main_process:
         write_json(run.dir / "metrics.json", metrics)
         shutil.rmtree(run.dir / PREVIOUS, ignore_errors=True)  # the new run is whole: the old one can go

@@ -5,8 +5,9 @@
 A study file holds its question and the rule that decides it (written before the runs), the overrides
 common to every run, the runs it needs first (``needs``: e.g. the teacher, at its default run directory),
 and its rows: one run each, ``<runs_root>/<study>/<row>[_seed<N>]``. A run whose ``metrics.json`` exists
-is not run again, so an interrupted study continues where it stopped. Each run directory keeps the command
-that made it (``command.txt``) beside its ``config.yaml``. ``--keep results/<name>`` copies what each row's
+is not run again and an unfinished one resumes from its last checkpoint, so an interrupted study continues where it
+stopped; a finished run made with other settings stops the study before anything runs. Each run directory keeps
+the command that made it (``command.txt``) beside its ``config.yaml``. ``--keep results/<name>`` copies what each row's
 figures need there (``distill.report.keep_run``: ``metrics.json``, ``config.yaml``, ``command.txt``, ``log.jsonl``,
 ...) and writes the table (``table.md``) from those copies alone, which ``python -m distill report --compare
 results/<name>`` rebuilds.
@@ -84,6 +85,20 @@ def _compose(study: Study, name: str, overrides: list[str]):
         raise ConfigError(f"study {study.name}: run {name}: {override_error(err, overrides)}") from None
 
 
+def _check_done_run(study: Study, name: str, cfg) -> None:
+    """A finished run is reused only if it was made with this run's settings (a teacher trained for 800 steps
+    must not stand in for the 4,000 a study asks for)."""
+    from distill.rundir import config_changes
+
+    run_dir = Path(cfg.run_dir)
+    if not (run_dir / "metrics.json").is_file() or not (run_dir / "config.yaml").is_file():
+        return
+    if changes := config_changes(run_dir, cfg, only_shared=True):
+        shown = ", ".join(f"{k}: {old!r} there, {new!r} here" for k, old, new in changes[:3])
+        raise ConfigError(f"study {study.name}: run {name} in {run_dir} was made with other settings ({shown}); give "
+                          f"the study another runs_root=, or move {run_dir} aside to run it again")
+
+
 def shell(overrides: list[str]) -> str:
     """The command line that runs these overrides, quoted for a shell."""
     return shlex.join(["python", "-m", "distill", *overrides])
@@ -93,13 +108,18 @@ def run_study(study: Study, extra: list[str], keep: Path | None = None, only: li
     """Run what is missing, then the table; returns the directory the rows live in."""
     # every run composed before the first starts: a bad override fails the study at once
     planned = [(name, overrides, row, _compose(study, name, overrides)) for name, overrides, row in study.runs(extra, only)]
+    for name, _, _, cfg in planned:
+        _check_done_run(study, name, cfg)
     for name, overrides, _, cfg in planned:
         run_dir = Path(cfg.run_dir)
         if (run_dir / "metrics.json").is_file():
             print(f"{study.name}: {name} done ({run_dir})", file=sys.stderr)
             continue
-        command = [sys.executable, "-m", "distill", *overrides]
-        print(f"{study.name}: {name}: {shell(overrides)}", file=sys.stderr)
+        # an interrupted run continues from its last checkpoint (from the start when it has none); command.txt keeps
+        # the command that makes the run from scratch
+        resume = ["resume=true"] if run_dir.is_dir() and any(run_dir.iterdir()) else []
+        command = [sys.executable, "-m", "distill", *overrides, *resume]
+        print(f"{study.name}: {name}: {shell([*overrides, *resume])}", file=sys.stderr)
         code = subprocess.run(command).returncode
         if code != 0:
             raise DistillError(f"study {study.name}: run {name} failed (exit {code}; its messages are above); the finished "

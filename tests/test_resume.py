@@ -7,6 +7,7 @@ its own process after the N-th checkpoint, or in the middle of writing one.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +22,8 @@ from distill.testing import write_tiny_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("train_seconds", "train_examples_per_second", "examples_per_second", "eval_seconds", "checkpoint_seconds", "rss_mb",
-          "seconds", "first_epoch_examples_per_second", "later_epochs_examples_per_second", "wall_seconds")
+          "seconds", "first_epoch_examples_per_second", "later_epochs_examples_per_second", "wall_seconds",
+          "resumed_at_step")
 
 KILLER = '''
 import os, signal
@@ -138,6 +140,9 @@ def test_sigkill_then_resume_equals_uninterrupted(setup, reference, kill_at):
     resumed = cli(setup, run_dir, "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same(run_dir, reference)
+    # metrics.json says where the resumed part began (its wall_seconds counts from there)
+    step = int(re.search(r"resuming from .* step (\d+)\)", resumed.stdout + resumed.stderr).group(1))
+    assert json.loads((run_dir / "metrics.json").read_text())["resumed_at_step"] == step > 0
 
 
 def test_kill_while_writing_checkpoint_resumes_from_previous(setup, reference):
@@ -169,7 +174,7 @@ def test_resume_refuses_a_changed_config(setup):
     assert cli(setup, run_dir, kill=("KILL", 1)).returncode == -signal.SIGKILL
     changed = cli(setup, run_dir, "resume=true", "stage.phases.0.lr=1e-3")
     assert changed.returncode == 2
-    assert "resume: the config differs from the run being resumed (stage.phases" in changed.stderr
+    assert "resume: the config differs from the run being resumed (stage.phases.0.lr: 5e-05 -> 0.001)" in changed.stderr
 
 
 def test_overwrite_keeps_the_finished_run_until_the_new_one_finishes(setup, reference):

@@ -58,6 +58,20 @@ def test_a_study_runs_once_records_its_commands_and_keeps_its_table(tmp_path, ca
     assert {p: p.stat().st_mtime_ns for p in rows.rglob("metrics.json")} == stamps
     assert capsys.readouterr().err.count(" done (") == 5
 
+    # an unfinished run (here: its metrics.json gone, its checkpoints there) resumes instead of stopping the study
+    (rows / "lr_low_seed1" / "metrics.json").unlink()
+    assert main([str(path)]) == 0
+    assert "lr_low_seed1: python -m distill " in (err := capsys.readouterr().err) and "resume=true" in err
+    assert json.loads((rows / "lr_low_seed1" / "metrics.json").read_text())["resumed_at_step"] > 0
+    assert "resume" not in (rows / "lr_low_seed1" / "command.txt").read_text()
+    stamps = {p: p.stat().st_mtime_ns for p in rows.rglob("metrics.json")}
+
+    # a finished run made with other settings is not passed off as this study's: the study stops before any run
+    path.write_text(path.read_text().replace("train.max_steps=6", "train.max_steps=8"))
+    with pytest.raises(ConfigError, match=r"run teacher in .* other settings \(train.max_steps: 6 there, 8 here\)"):
+        main([str(path)])
+    assert {p: p.stat().st_mtime_ns for p in rows.rglob("metrics.json")} == stamps
+
 
 def test_a_bad_study_fails_before_any_run(tmp_path):
     path = tmp_path / "bad.yaml"
