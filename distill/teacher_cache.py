@@ -20,7 +20,8 @@ length), the teacher's identity (``distill.data.path_identity``: its files' cont
 Each holds ``filled.npy``, which examples are written. Its files are allocated whole (sparse: unwritten
 regions take no disk) and checked on open (``cache_problem``); a damaged store is rebuilt.
 
-The losses always read the stored values (a batch that ran the teacher is read back), so the numbers
+The losses always read the stored values (a batch that ran the teacher gets its outputs as the stores hold them:
+rounded to float16 and zero at padding, made in place when every row was just written, else read back), so the numbers
 are the same whichever run or epoch computed them, up to the last bits when a run with other batches
 (another batch size or seed) stored them. Exact resume: whether a batch runs the teacher depends on
 which examples the run knew to be stored, and that set travels in checkpoints
@@ -106,6 +107,22 @@ def token_span(offsets: np.ndarray, i: int, tokens: int) -> tuple[int, int]:
     return start, end
 
 
+def gather_tokens(values: np.ndarray, offsets: np.ndarray, ids: list[int], length: int) -> np.ndarray:
+    """Per-token rows ``values`` [tokens, n, w] (example i at ``offsets[i]:offsets[i + 1]``) of the examples
+    ``ids``, as float32 [n, len(ids), length, w] with zeros after each example's tokens."""
+    out = np.zeros((values.shape[1], len(ids), length, values.shape[2]), np.float32)
+    for row, i in enumerate(ids):
+        start, end = offsets[i], offsets[i + 1]
+        out[:, row, :end - start] = values[start:end].transpose(1, 0, 2)
+    return out
+
+
+def as_float16(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``x`` as a float16 store gives it back: rounded to float16, as float32, 0 where ``keep`` is false (padding,
+    which is not stored)."""
+    return torch.where(keep, x.half().float(), 0.0)
+
+
 class _Store:
     """Per-example outputs in fixed-size files of one directory, and which examples are written.
 
@@ -178,8 +195,12 @@ class LogitStore(_Store):
         return cls.open(root, (ds._fingerprint, identity, "logits", CACHE_VERSION), meta,
                         {"logits.f32": 4 * max(len(ds), 1) * labels})
 
-    def read(self, ids: list[int]) -> torch.Tensor:
+    def read(self, ids: list[int], length: int | None = None) -> torch.Tensor:
         return torch.from_numpy(np.asarray(self.logits[ids]))
+
+    def as_stored(self, out: Intermediates, attention_mask: torch.Tensor) -> torch.Tensor:
+        """What ``read`` gives for rows just written from ``out``, without reading them back."""
+        return out.logits.float()
 
     def write(self, ids: list[int], out: Intermediates, attention_mask: torch.Tensor) -> None:
         new = [row for row, i in enumerate(ids) if not self.known[i]]
@@ -234,18 +255,27 @@ class LayerStore(_Store):
     def read(self, ids: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """hidden [len(hidden_layers), b, length, width] and scores [len(score_layers), b, heads, length, length]
         as float32, zero where a position is padding."""
-        b, n_h, n_s = len(ids), len(self.hidden_layers), len(self.score_layers)
-        hidden = np.zeros((n_h, b, length, self.width), np.float32)
+        b, n_s = len(ids), len(self.score_layers)
+        hidden = (gather_tokens(self.hidden, self.token_offsets, ids, length) if self.hidden_layers
+                  else np.zeros((0, b, length, self.width), np.float32))
         scores = np.zeros((n_s, b, self.heads, length, length), np.float32)
         for row, i in enumerate(ids):
-            start, end = self.token_offsets[i], self.token_offsets[i + 1]
-            t = int(end - start)
-            if n_h:
-                hidden[:, row, :t] = self.hidden[start:end].transpose(1, 0, 2)
-            if n_s:
-                block = self.scores[self.score_offsets[i]:self.score_offsets[i + 1]].reshape(n_s, self.heads, t, t)
-                scores[:, row, :, :t, :t] = block
+            if n_s:  # [t, t] per head and layer, flattened
+                t = int(self.token_offsets[i + 1] - self.token_offsets[i])
+                block = self.scores[self.score_offsets[i]:self.score_offsets[i + 1]]
+                scores[:, row, :, :t, :t] = block.reshape(n_s, self.heads, t, t)
         return torch.from_numpy(hidden), torch.from_numpy(scores)
+
+    def as_stored(self, out: Intermediates, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ``read`` gives for rows just written from ``out``, without reading them back."""
+        keep = attention_mask.bool()
+        b, length = keep.shape
+        pairs = keep[:, None, :, None] & keep[:, None, None, :]
+        zeros = torch.zeros((0, b, self.heads, length, length), device=keep.device)
+        hidden = [as_float16(out.hidden_states[j], keep[:, :, None]) for j in self.hidden_layers]
+        scores = [as_float16(out.attention_scores[j], pairs) for j in self.score_layers]
+        return (torch.stack(hidden) if hidden else zeros.new_zeros((0, b, length, self.width)),
+                torch.stack(scores) if scores else zeros)
 
     def write(self, ids: list[int], out: Intermediates, attention_mask: torch.Tensor) -> None:
         new = [row for row, i in enumerate(ids) if not self.known[i]]
@@ -298,12 +328,13 @@ class QKVStore(_Store):
                         {"qkv.f16": 2 * max(int(offsets[-1]), 1) * 3 * width}, {"offsets.npy": offsets})
 
     def read(self, ids: list[int], length: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        out = np.zeros((3, len(ids), length, self.width), np.float32)
-        for row, i in enumerate(ids):
-            start, end = self.token_offsets[i], self.token_offsets[i + 1]
-            out[:, row, :end - start] = self.qkv[start:end].transpose(1, 0, 2)
-        q, k, v = torch.from_numpy(out)
+        q, k, v = torch.from_numpy(gather_tokens(self.qkv, self.token_offsets, ids, length))
         return q, k, v
+
+    def as_stored(self, out: Intermediates, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What ``read`` gives for rows just written from ``out``, without reading them back."""
+        keep = attention_mask.bool()[:, :, None]
+        return tuple(as_float16(x, keep) for x in out.qkv)
 
     def write(self, ids: list[int], out: Intermediates, attention_mask: torch.Tensor) -> None:
         new = [row for row, i in enumerate(ids) if not self.known[i]]
@@ -366,6 +397,8 @@ class WriteThroughTeacher:
             self.stored_batches += 1
             return self._read(batch, ids)
         self.live_batches += 1
+        # no row of the batch stored yet (a first epoch): every row is written from this pass's outputs below
+        fresh = not any(store.known[ids].any() for store in self.stores)
         inputs = {k: v for k, v in batch.items() if k in MODEL_INPUTS}
         # logits alone (no layer or Q/K/V store): the fused attention, no hidden states kept
         out = self.teacher(inputs, logits_at, depth, layers=self.layers is not None or self.qkv is not None,
@@ -373,15 +406,22 @@ class WriteThroughTeacher:
         for store in self.stores:
             store.write(ids, out, batch["attention_mask"])
         # what the loss reads is always the stored values (float16 layers): the same whether this run, an earlier
-        # epoch or another run computed them, so a run's numbers do not depend on what was stored when it started
-        return self._read(batch, ids)
+        # epoch or another run computed them, so a run's numbers do not depend on what was stored when it started.
+        # When every row was just written from `out`, those values are made from `out` instead of read back (the
+        # same numbers, bit for bit, without the copy through the files: a first epoch as fast as the live teacher)
+        return self._read(batch, ids, out if fresh else None)
 
-    def _read(self, batch, ids: list[int]) -> Intermediates:
-        device = batch["input_ids"].device
+    def _read(self, batch, ids: list[int], written: Intermediates | None = None) -> Intermediates:
+        """The stores' values for the batch's rows; ``written``: the outputs all of them were just written from."""
+        device, length, mask = batch["input_ids"].device, batch["input_ids"].size(1), batch["attention_mask"]
+
+        def read(store):
+            return store.as_stored(written, mask) if written is not None else store.read(ids, length)
+
         hidden_states: tuple = ()
         scores: tuple = ()
         if self.layers is not None:
-            h, s = self.layers.read(ids, batch["input_ids"].size(1))
+            h, s = read(self.layers)
             full_h = [None] * (self.layers.num_hidden_layers + 1)
             for j, layer in enumerate(self.layers.hidden_layers):
                 full_h[layer] = h[j].to(device)
@@ -389,8 +429,8 @@ class WriteThroughTeacher:
             for j, layer in enumerate(self.layers.score_layers):
                 full_s[layer] = s[j].to(device)
             hidden_states, scores = tuple(full_h), tuple(full_s)
-        logits = self.logits.read(ids).to(device) if self.logits is not None else None
-        qkv = tuple(x.to(device) for x in self.qkv.read(ids, batch["input_ids"].size(1))) if self.qkv is not None else None
+        logits = read(self.logits).to(device) if self.logits is not None else None
+        qkv = tuple(x.to(device) for x in read(self.qkv)) if self.qkv is not None else None
         return Intermediates(hidden_states=hidden_states, attention_scores=scores, logits=logits, qkv=qkv)
 
     def fill(self, ds, tokenizer, batch_size: int = 128) -> None:

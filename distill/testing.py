@@ -105,6 +105,16 @@ POSITIVE, NEGATIVE = ["good", "great", "fun", "love", "best"], ["bad", "awful", 
 PLAIN = [w for w in WORDS if not w.startswith("##") and w not in POSITIVE + NEGATIVE]
 
 
+def widen_qkv(model: torch.nn.Module, factor: float = 8.0) -> torch.nn.Module:
+    """Scale a model's query, key and value projections (BERT's and ALBERT's names) in place: random tiny
+    projections give near-uniform attention relations, whose KL barely tells a right term from a wrong one."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("query.weight", "key.weight", "value.weight")):
+                p.mul_(factor)
+    return model
+
+
 def write_tiny_tsv(path: str | Path, n: int, seed: int) -> None:
     """A GLUE-style ``sentence<TAB>label`` file of ``n`` learnable rows: each holds one polar word."""
     rng = random.Random(seed)

@@ -6,6 +6,20 @@ import torch
 from distill.testing import write_tiny_teacher, write_tiny_tokenizer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def datasets_cache(tmp_path_factory):
+    """Tokenized data and teacher stores of the whole session in a temporary directory (subprocesses too): the user's
+    cache gets nothing from the tests, and nothing a previous session stored there changes what a test sees."""
+    import datasets
+
+    path = tmp_path_factory.mktemp("hf_datasets")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("HF_DATASETS_CACHE", str(path))
+    patch.setattr(datasets.config, "HF_DATASETS_CACHE", path)
+    yield path
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def seed():
     random.seed(0)

@@ -20,7 +20,7 @@ from distill.layer_map import LayerMap
 from distill.objective import Objective, TokenMasker
 from distill.student import build_student
 from distill.teacher import FrozenTeacher
-from distill.testing import write_tiny_teacher
+from distill.testing import widen_qkv, write_tiny_teacher
 
 MAP = [2, 4]  # student layers 1, 2 learn from teacher layers 2, 4
 
@@ -204,18 +204,11 @@ def reference_relation(s_x, t_x, mask, heads):
 def test_relation_equals_its_independent_formula(tiny_dir, tokenizer, padded_batch, sharing, student_layer, teacher_layer):
     """The student's width (16) and head count (4) differ from the teacher's (32, 4 heads) and the relations use 2
     heads; with every layer sharing one block, layer 1's Q/K/V are the block's first call, layer 2's its second."""
-    def sharp(model):  # random tiny projections give near-uniform relations, whose KL says little: widen them
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name.endswith(("query.weight", "key.weight", "value.weight")):
-                    p.mul_(8.0)
-        return model
-
-    teacher = FrozenTeacher(sharp(load_model(str(tiny_dir), head="sequence_classification")))
+    teacher = FrozenTeacher(widen_qkv(load_model(str(tiny_dir), head="sequence_classification")))
     torch.manual_seed(3)
     shape = StudentShape(num_layers=2, hidden_size=16, embedding_size=8, num_heads=4, intermediate_size=20,
                          sharing=sharing, max_position_embeddings=64, dropout=0.0)
-    student = sharp(build_student(shape, tokenizer, num_labels=2).eval())
+    student = widen_qkv(build_student(shape, tokenizer, num_labels=2).eval())
     options = LossOptions(relation_heads=2, relation_student_layer=student_layer, relation_teacher_layer=teacher_layer)
     objective = Objective(student, LossWeights(relation=1.0), teacher, None, options).eval()
     assert objective.teacher_depth == (teacher_layer if teacher_layer < 4 else None)  # no layer above it runs
@@ -223,7 +216,7 @@ def test_relation_equals_its_independent_formula(tiny_dir, tokenizer, padded_bat
     with torch.no_grad():
         _, terms = objective(padded_batch)
         s_h = eager(student)(**inputs, output_hidden_states=True).hidden_states
-        t_h = eager(sharp(AutoModelForSequenceClassification.from_pretrained(tiny_dir)))(**inputs, output_hidden_states=True).hidden_states
+        t_h = eager(widen_qkv(AutoModelForSequenceClassification.from_pretrained(tiny_dir)))(**inputs, output_hidden_states=True).hidden_states
         s_att = student.base_model.encoder.albert_layer_groups[0 if sharing == "all" else student_layer - 1].albert_layers[0].attention
         t_att = bert_attention(teacher.model, teacher_layer)
         # the input of layer m is hidden_states[m - 1]

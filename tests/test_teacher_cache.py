@@ -16,6 +16,7 @@ from distill.layer_map import LayerMap
 from distill.objective import Objective
 from distill.student import build_student
 from distill.teacher import FrozenTeacher
+from distill.testing import widen_qkv
 from distill.teacher_cache import (
     INDEX_COLUMN,
     LayerStore,
@@ -219,6 +220,33 @@ def test_the_first_pass_runs_the_teacher_and_stores_what_it_visits_later_passes_
     assert again[id(both)].layers.known.all() and again[id(both)].logits.known.all()
 
 
+def test_a_batch_just_written_gives_exactly_what_reading_it_back_gives(teacher, tokenizer, padded_batch, tmp_path,
+                                                                      monkeypatch):
+    """A first-epoch batch is not read back from the files it was just written to: its outputs are made as the
+    stores hold them (float16, zero at padding), bit for bit what the read gives."""
+    from distill.teacher_cache import QKVStore
+
+    ds = rows_of(padded_batch).add_column(INDEX_COLUMN, list(range(4)))
+    stores = (LogitStore.for_data(ds, teacher, "t", tmp_path),
+              LayerStore.for_data(ds, teacher, "t", LayerMap([1, 3], 2, 4), tmp_path),  # embedding, hidden, scores
+              QKVStore.for_data(ds, teacher, "t", 4, tmp_path))
+    stand_in = WriteThroughTeacher(teacher, *stores)
+    batch = {**padded_batch, INDEX_COLUMN: torch.arange(4)}
+    reads = []
+    for store in stores:
+        monkeypatch.setattr(type(store), "read", lambda self, *a, read=type(store).read: reads.append(1) or read(self, *a))
+    written = stand_in(batch, qkv_layer=4)
+    assert stand_in.live_batches == 1 and not reads  # nothing read back
+    again = stand_in(batch, qkv_layer=4)
+    assert stand_in.stored_batches == 1 and len(reads) == 3
+    assert torch.equal(written.logits, again.logits)
+    for a, b in zip([*written.hidden_states, *written.attention_scores, *written.qkv],
+                    [*again.hidden_states, *again.attention_scores, *again.qkv]):
+        assert (a is None) == (b is None) and (a is None or torch.equal(a, b))
+    assert sum(a is not None for a in written.hidden_states) == 3 and written.attention_scores[0] is not None
+    assert (written.hidden_states[3][padded_batch["attention_mask"] == 0] == 0).all()  # padding as stored: zero
+
+
 @pytest.mark.parametrize("teacher_layer", [None, 2])
 def test_the_relation_terms_qkv_are_stored_on_the_first_pass_and_read_after(teacher, tokenizer, tmp_path, teacher_layer):
     """MiniLMv2's relation term reads one teacher layer's Q, K, V: stored like the logits and the mapped layers, so
@@ -227,14 +255,7 @@ def test_the_relation_terms_qkv_are_stored_on_the_first_pass_and_read_after(teac
     from distill.data import train_loader
     from distill.teacher_cache import QKVStore
 
-    def sharpen(model):  # random tiny projections give near-uniform relations whose KL says little: widen them
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if name.endswith(("query.weight", "key.weight", "value.weight")):
-                    p.mul_(8.0)
-        return model
-
-    sharpen(teacher.model)
+    widen_qkv(teacher.model)
     texts = [f"the film {'was very ' * (i % 4)}good number {i}" for i in range(12)]
     rows = Dataset.from_dict({**tokenizer(texts), "labels": [i % 2 for i in range(12)]})
     phase = PhaseConfig(name="distil", weights=LossWeights(hidden=1.0, relation=1.0, soft_ce=1.0))
@@ -244,7 +265,7 @@ def test_the_relation_terms_qkv_are_stored_on_the_first_pass_and_read_after(teac
     stand_in = chosen[id(phase)]
     assert isinstance(stand_in.qkv, QKVStore) and stand_in.qkv.layer == (teacher_layer or 4)
     assert [type(s) for s in stores.stores] == [LogitStore, LayerStore, QKVStore]
-    student = sharpen(student_for(tokenizer))
+    student = widen_qkv(student_for(tokenizer))
     objective = Objective(student, phase.weights, stand_in, layer_map, options)
     reference = Objective(student, phase.weights, teacher, layer_map, options)
     reference.load_state_dict(objective.state_dict())
