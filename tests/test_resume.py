@@ -55,6 +55,9 @@ files.os.replace = replace
 if mode in ("START", "INT_AT_START"):  # right after the run directory is claimed, before any data or model loads
     import distill.rundir as rundir
 
+    # a shell that starts the suite in the background (nohup ... &) passes SIGINT on ignored: make it a Ctrl-C again
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     original_start = rundir.start
 
     def start(cfg):
