@@ -63,11 +63,20 @@ class Run:
 
 
 def _flat(d: dict | list, prefix: str = "") -> dict:
-    """{'a.b': 1, 'phases.0.lr': 3e-4}: lists by index, so a phase compares setting by setting."""
+    """{'a.b': 1, 'phases.0.lr': 3e-4, 'phases (entries)': 1, 'freeze': ['word_embeddings']}: lists of settings by
+    index, so a phase compares setting by setting, with their length as a setting of its own (a phase added is a
+    change even where only keys both sides have compare); a list of plain values is one value, so that
+    ``freeze: []`` against ``[word_embeddings]`` is a change, not a key one side lacks."""
     out = {}
     for k, v in d.items() if isinstance(d, dict) else enumerate(d):
         key = f"{prefix}{k}"
-        out.update(_flat(v, key + ".") if isinstance(v, (dict, list)) and v else {key: v})
+        if isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v):
+            out[f"{key} (entries)"] = len(v)
+            out.update(_flat(v, key + "."))
+        elif isinstance(v, dict) and v:
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
     return out
 
 

@@ -73,6 +73,25 @@ def test_a_study_runs_once_records_its_commands_and_keeps_its_table(tmp_path, ca
     assert {p: p.stat().st_mtime_ns for p in rows.rglob("metrics.json")} == stamps
 
 
+def test_settings_compare_one_by_one_lists_of_values_whole_and_phases_counted(tmp_path):
+    from omegaconf import OmegaConf
+
+    from distill.config import compose_config
+    from distill.rundir import config_changes
+
+    base = ["stage=task", "task=rt_polarity"]
+    OmegaConf.save(compose_config(base), tmp_path / "config.yaml")
+    assert config_changes(tmp_path, compose_config(base), only_shared=True) == []
+    # a list of plain values growing from empty is a change, not a key only one side has
+    frozen = compose_config(base + ["stage.phases.0.freeze=[word_embeddings]"])
+    assert config_changes(tmp_path, frozen, only_shared=True) == [("stage.phases.0.freeze", [], ["word_embeddings"])]
+    # so is a phase added or removed, though its settings are keys only one side has
+    one = compose_config(base + ["recipe=fast"])
+    assert (len(one.stage.phases), len(frozen.stage.phases)) == (1, 2)
+    changes = {k: (a, b) for k, a, b in config_changes(tmp_path, one, only_shared=True)}
+    assert changes["stage.phases (entries)"] == (2, 1)
+
+
 def test_a_bad_study_fails_before_any_run(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("rows:\n  a: [stage.phases.0.lr=oops]\ncommon: [\"runs_root=" + str(tmp_path / "runs") + "\"]\n")
