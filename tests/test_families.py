@@ -259,6 +259,15 @@ def test_every_stage_runs_on_a_teacher_of_the_family(tmp_path, family):
         assert layers["augment"]["rows"] > layers["augment"]["examples"] and layers["train_examples"] == layers["augment"]["rows"]
         outputs = layers["teacher_outputs"]["prediction"]
         assert outputs["live_batches"] > 0 and outputs["stored_batches"] > 0
+        # the preset for base-class teachers as it ships (recipe=base_teacher: the slice, x4 augmented data, logits and
+        # labels, 3 epochs), but for its source: the tiny BERT stands in for the packaged MiniLM
+        preset = run(compose_cfg(ws, "recipe=base_teacher", *wide, f"stage.init.source={ws / 'bert'}",
+                                 "train.max_steps=-1", f"run_dir={tmp_path / 'preset'}"))
+        assert preset["student_init"]["teacher"] == str(ws / "bert") and set(preset["losses"]) == {"soft_ce", "hard_ce"}
+        assert preset["augment"]["examples"] < preset["augment"]["rows"] == preset["train_examples"]
+        assert [e["examples"] for e in preset["phases"]["prediction"]["epochs"]] == [preset["train_examples"]] * 3
+        outputs = preset["teacher_outputs"]["prediction"]
+        assert outputs["live_batches"] > 0 and outputs["stored_batches"] > 0
 
 
 def test_a_model_that_declares_a_masked_lm_head_but_ships_none_has_none(tmp_path):
