@@ -263,7 +263,7 @@ def test_every_stage_runs_on_a_teacher_of_the_family(tmp_path, family):
         # labels, 3 epochs), but for its source: the tiny BERT stands in for the packaged MiniLM
         preset = run(compose_cfg(ws, "recipe=base_teacher", *wide, f"stage.init.source={ws / 'bert'}",
                                  "train.max_steps=-1", f"run_dir={tmp_path / 'preset'}"))
-        assert preset["student_init"]["teacher"] == str(ws / "bert") and set(preset["losses"]) == {"soft_ce", "hard_ce"}
+        assert preset["student_init"]["teacher"] == str(ws / "bert") and set(preset["losses"]) == {"soft_ce", "hard_ce", "loss"}
         assert preset["augment"]["examples"] < preset["augment"]["rows"] == preset["train_examples"]
         assert [e["examples"] for e in preset["phases"]["prediction"]["epochs"]] == [preset["train_examples"]] * 3
         outputs = preset["teacher_outputs"]["prediction"]
