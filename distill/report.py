@@ -1,18 +1,21 @@
 """How small can the student be? A sweep's (or any runs directory's) runs as a table and a plot.
 
-``python -m distill report <runs dir> [--out DIR] [--bench SENTENCES.tsv]``
+``python -m distill report <runs dir> [<runs dir> ...] [--out DIR] [--bench SENTENCES.tsv]``
 (``--compare``: a table of every task run instead, for recipe studies: see ``comparison``)
 
 Reads every task-stage ``metrics.json`` under the directory (each a sweep member or any other
-distillation run) and every ``skipped.json`` (a member that could not be built, with the reason),
+distillation run; several directories, e.g. the kept results of several studies with one teacher, make one
+front, each run named with its directory's name first) and every ``skipped.json`` (a member that could not be built, with the reason),
 and writes ``report.md``, ``report.csv`` and ``report.png`` into ``--out`` (default: the directory):
 
 - one row per member: student shape, sharing, how it was initialised, total / non-embedding /
   unique parameters, CPU latency at batch 1 and 32, speed-up over the teacher, the held-out metric
   (on the split that chose nothing), % of the teacher's, training time, and whether the member is
-  Pareto-optimal (no other member is at least as fast, or as small, and at least as good);
-- the plot: held-out metric against CPU latency at batch 32 and against unique parameters, the
-  Pareto front joined and marked, the teacher as a reference point;
+  Pareto-optimal (no other member is at least as fast, or as small, and at least as good on the selection
+  split: the front is a choice, so the split reported held out makes none of it);
+- the plot: held-out metric against speed at batch 32 (the speed-up over the teacher when every run
+  has one, else the latency) and against unique parameters, the Pareto front joined and marked, the teacher
+  as a reference point;
 - below the table, the other runs (teacher fine-tuning, general distillation: steps, time,
   throughput, held-out score) and every ``stage=eval`` result (``eval.json``) found.
 
@@ -37,7 +40,8 @@ from distill.errors import ConfigError
 from distill.files import write_text
 
 COLUMNS = ["run", "student", "sharing", "init", "params_total", "params_non_embedding", "params_unique",
-           "latency_ms_b1", "latency_ms_b32", "speedup_b1", "speedup_b32", "metric", "heldout", "reported_on",
+           "latency_ms_b1", "latency_ms_b32", "speedup_b1", "speedup_b32", "metric", "select", "selected_on", "heldout",
+           "reported_on",
            "teacher_heldout", "pct_of_teacher", "train_seconds", "pareto_latency", "pareto_params"]
 
 
@@ -69,6 +73,15 @@ KEPT = {"metrics.json": "metrics.json", "config.yaml": "config.yaml", "overrides
         "command.txt": "command.txt", "log.jsonl": "log.jsonl", "bench.json": "bench.json"}
 
 
+def found(roots: list[Path], name: str):
+    """(file, run name) for every ``name`` file below each root: the name is its directory relative to the root,
+    with the root's own name in front when there are several roots (one report over several studies)."""
+    for root in roots:
+        for path in runs_below(root, name):
+            run = str(path.parent.relative_to(root))
+            yield path, f"{root.name}/{run}" if len(roots) > 1 else run
+
+
 def keep_run(run_dir: Path, dest: Path) -> None:
     """Copy what a run's figures need (``KEPT``, those it has) into ``dest``: a results folder stays readable and
     its tables rebuildable after the runs directory is gone."""
@@ -93,7 +106,7 @@ def speed(value: float | None, spread: list | None = None) -> str:
     return f"{value:.2f}x" + (f" ({spread[0]:.2f}-{spread[1]:.2f})" if spread and None not in spread else "")
 
 
-def member(path: Path, root: Path) -> dict | None:
+def member(path: Path, run: str) -> dict | None:
     """One row from a task run's metrics.json (None for other stages)."""
     m = json.loads(path.read_text())
     if m.get("stage") != "task" or "eval" not in m:
@@ -108,28 +121,29 @@ def member(path: Path, root: Path) -> dict | None:
         teacher_latency = {f"b{r['batch_size']}": r["median_ms"] for r in report["results"]
                            if r["model_dir"] == report["reference"] and r["engine"] == "torch"}
     return {
-        "run": str(path.parent.relative_to(root)), "student": m["student"],
+        "run": run, "_dir": path.parent, "student": m["student"],
         "sharing": m["student"].rsplit("_", 1)[-1], "init": _init(m),
         "params_total": m["params"]["total"], "params_non_embedding": m["params"]["non_embedding"],
         "params_unique": m["params"]["unique"],
         "latency_ms_b1": latency.get("torch_batch1"), "latency_ms_b32": latency.get("torch_batch32"),
         "speedup_b1": speedup.get("torch_batch1"), "speedup_b32": speedup.get("torch_batch32"),
         "speedup_b1_range": spread.get("torch_batch1"), "speedup_b32_range": spread.get("torch_batch32"),
-        "metric": metric, "heldout": heldout, "reported_on": m["eval"]["reported_on"], "teacher_heldout": teacher,
+        "metric": metric, "select": m["eval"]["student_select"][metric], "selected_on": m["eval"]["selected_on"],
+        "heldout": heldout, "reported_on": m["eval"]["reported_on"], "teacher_heldout": teacher,
         "pct_of_teacher": 100 * heldout / teacher if teacher else None, "train_seconds": m["train_seconds"],
         "_teacher_params": (m.get("teacher_params") or {}).get("unique"), "_teacher_latency": teacher_latency,
     }
 
 
-def pareto(rows: list[dict], cost: str) -> set[int]:
-    """Indices of rows no other row dominates: cost <= and heldout >=, one of them strictly."""
+def pareto(rows: list[dict], cost: str, score: str = "select") -> set[int]:
+    """Indices of rows no other row dominates: cost <= and score >=, one of them strictly."""
     front = set()
     for i, r in enumerate(rows):
         if r[cost] is None:
             continue
         dominated = any(
-            o[cost] is not None and o[cost] <= r[cost] and o["heldout"] >= r["heldout"]
-            and (o[cost] < r[cost] or o["heldout"] > r["heldout"])
+            o[cost] is not None and o[cost] <= r[cost] and o[score] >= r[score]
+            and (o[cost] < r[cost] or o[score] > r[score])
             for j, o in enumerate(rows) if j != i
         )
         if not dominated:
@@ -138,31 +152,36 @@ def pareto(rows: list[dict], cost: str) -> set[int]:
 
 
 def _ranked(rows: list[dict]) -> list[dict]:
-    """Sorted by batch-32 latency, with the Pareto flags."""
-    rows.sort(key=lambda r: (r["latency_ms_b32"] is None, r["latency_ms_b32"] or 0))
-    for cost, key in (("latency_ms_b32", "pareto_latency"), ("params_unique", "pareto_params")):
+    """Fastest first, with the Pareto flags. Speed is the speed-up over the teacher at batch 32 when every row has
+    one (each run times its teacher beside it, so the ratio survives the machine's drift between runs, which raw
+    milliseconds measured hours apart do not), else the batch-32 latency."""
+    relative = all(r["speedup_b32"] for r in rows)
+    for r in rows:
+        r["_speed_cost"] = -r["speedup_b32"] if relative else r["latency_ms_b32"]
+    rows.sort(key=lambda r: (r["_speed_cost"] is None, r["_speed_cost"] or 0))
+    for cost, key in (("_speed_cost", "pareto_latency"), ("params_unique", "pareto_params")):
         front = pareto(rows, cost)
         for i, r in enumerate(rows):
             r[key] = i in front
     return rows
 
 
-def collect(root: Path) -> tuple[list[dict], list[dict]]:
-    rows = _ranked([r for p in runs_below(root, "metrics.json") if (r := member(p, root)) is not None])
-    skipped = [{"run": str(p.parent.relative_to(root)), **json.loads(p.read_text())} for p in runs_below(root, "skipped.json")]
+def collect(roots: list[Path]) -> tuple[list[dict], list[dict]]:
+    rows = _ranked([r for p, run in found(roots, "metrics.json") if (r := member(p, run)) is not None])
+    skipped = [{"run": run, **json.loads(p.read_text())} for p, run in found(roots, "skipped.json")]
     return rows, skipped
 
 
-def other_runs(root: Path) -> list[dict]:
+def other_runs(roots: list[Path]) -> list[dict]:
     """Teacher and general-stage runs (no student to place on a front): what they trained and scored."""
     out = []
-    for path in runs_below(root, "metrics.json"):
+    for path, run in found(roots, "metrics.json"):
         m = json.loads(path.read_text())
         if m.get("stage") == "task" and "eval" in m:
             continue
         evals = m.get("eval") or {}
         scores = evals.get("teacher") or evals.get("student") or {}
-        out.append({"run": str(path.parent.relative_to(root)), "stage": m["stage"],
+        out.append({"run": run, "stage": m["stage"],
                     "task": m["task"] if m["stage"] != "general" else "-", "model": m.get("student") or "(teacher)",
                     "params": m["params"], "steps": m["steps"], "train_seconds": m["train_seconds"],
                     "examples_per_second": m["train_examples_per_second"],
@@ -171,10 +190,10 @@ def other_runs(root: Path) -> list[dict]:
     return out
 
 
-def evaluations(root: Path) -> list[dict]:
+def evaluations(roots: list[Path]) -> list[dict]:
     """``stage=eval`` results (eval.json): one row per model and split or file."""
     out = []
-    for path in runs_below(root, "eval.json"):
+    for path, _ in found(roots, "eval.json"):
         e = json.loads(path.read_text())
         for name, r in e["results"].items():
             scores = ", ".join(f"{k} {100 * v:.2f}" for k, v in r.items() if k not in ("examples", "examples_per_second"))
@@ -230,44 +249,81 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
-    panels = [("latency_ms_b32", "pareto_latency", "CPU latency at batch 32 (ms, median)", "_teacher_latency"),
-              ("params_unique", "pareto_params", "unique parameters (millions)", "_teacher_params")]
+    teacher = next((r for r in rows if r["_teacher_params"]), None)
+    # speed as _ranked measured it: the speed-up over the teacher (the teacher at 1x) or the raw latency
+    if rows and rows[0]["_speed_cost"] is not None and rows[0]["_speed_cost"] < 0:
+        speed_panel = ("speedup_b32", "pareto_latency", "speed-up over the teacher at batch 32 (median)", 1.0)
+    else:
+        speed_panel = ("latency_ms_b32", "pareto_latency", "CPU latency at batch 32 (ms, median)",
+                       teacher and teacher["_teacher_latency"].get("b32"))
+    panels = [speed_panel, ("params_unique", "pareto_params", "unique parameters (millions)",
+                            teacher and teacher["_teacher_params"])]
     metric = rows[0]["metric"] if rows else "metric"
-    for ax, (cost, flag, label, teacher_key) in zip(axes, panels):
-        scale = 1e6 if cost == "params_unique" else 1.0
-        points = [r for r in rows if r[cost] is not None]
-        ax.scatter([r[cost] / scale for r in points], [100 * r["heldout"] for r in points], color="tab:blue",
+    for ax, (key, flag, label, teacher_x) in zip(axes, panels):
+        scale = 1e6 if key == "params_unique" else 1.0
+        points = [r for r in rows if r[key] is not None]
+        ax.scatter([r[key] / scale for r in points], [100 * r["heldout"] for r in points], color="tab:blue",
                    label="student")
-        front = sorted((r for r in points if r[flag]), key=lambda r: r[cost])
-        ax.plot([r[cost] / scale for r in front], [100 * r["heldout"] for r in front], color="tab:orange",
+        front = sorted((r for r in points if r[flag]), key=lambda r: r[key])
+        ax.plot([r[key] / scale for r in front], [100 * r["heldout"] for r in front], color="tab:orange",
                 marker="o", label="Pareto front")
         for r in points:
-            ax.annotate(_short(r["student"]), (r[cost] / scale, 100 * r["heldout"]), fontsize=7,
+            ax.annotate(_short(r["student"]), (r[key] / scale, 100 * r["heldout"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
-        teacher = [(r[teacher_key], r["teacher_heldout"]) for r in rows if r[teacher_key]]
-        if teacher:
-            cost_t = teacher[0][0]["b32"] if isinstance(teacher[0][0], dict) else teacher[0][0] / scale
-            if cost_t is not None:
-                ax.scatter([cost_t], [100 * teacher[0][1]], marker="*", s=160, color="tab:red", label="teacher")
+        if teacher and teacher_x is not None:
+            ax.scatter([teacher_x / scale], [100 * teacher["teacher_heldout"]], marker="*", s=160, color="tab:red",
+                       label="teacher")
         ax.set_xlabel(label)
         ax.set_ylabel(f"held-out {metric} (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"Students of one sweep: held-out {metric} against cost")
+    fig.suptitle(f"Students: held-out {metric} against cost")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def remeasure(rows: list[dict], root: Path, texts: list[str], threads: int, repeats: int) -> None:
+def front_table(rows: list[dict]) -> str:
+    """The short form of a report (a README's results): one line per student, fastest first, with the score that
+    chose its checkpoint beside the held-out one and whether it is on the latency front."""
+    lines = ["| run | student | unique params | speed-up b1 / b32 | select | held-out | % of teacher | front |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['run']} | {_short(r['student'])} | {r['params_unique'] / 1e6:.1f}M | "
+                     f"{speed(r['speedup_b1'])} / {speed(r['speedup_b32'])} | {100 * r['select']:.2f} "
+                     f"({r['selected_on']}) | {100 * r['heldout']:.2f} ({r['reported_on']}) | "
+                     f"{_fmt(r['pct_of_teacher'], 1)}% | {'yes' if r['pareto_latency'] else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+# a block in a Markdown file that a report rebuilds: <!-- front: DIR [DIR ...] -> OUT --> ... <!-- /front -->
+BLOCK = re.compile(r"(<!-- front: (?P<dirs>[^>]+?) -> (?P<out>\S+) -->\n)(?P<body>.*?)(<!-- /front -->)", re.S)
+
+
+def update_blocks(text: str, base: Path, write: bool = True) -> str:
+    """``text`` with each front block's body rebuilt from the kept runs below its directories (relative to
+    ``base``): ``front_table``, then a link to the plot. ``write``: also write the full report (table, CSV, plot)
+    to the block's OUT directory."""
+    def rebuilt(match: re.Match) -> str:
+        dirs = [base / d for d in match["dirs"].split()]
+        if write:
+            write_report(dirs, base / match["out"])
+        rows, _ = collect(dirs)
+        body = front_table(rows) + f"\n![held-out accuracy against cost]({match['out']}/report.png)\n"
+        return match.group(1) + body + match.group(5)
+
+    return BLOCK.sub(rebuilt, text)
+
+
+def remeasure(rows: list[dict], texts: list[str], threads: int, repeats: int) -> None:
     """Teacher and members timed in this one process (the teacher first: the speed-up reference)."""
     from distill.bench import benchmark
 
-    teachers = {json.loads((root / r["run"] / "metrics.json").read_text())["teacher_dir"] for r in rows}
+    teachers = {json.loads((r["_dir"] / "metrics.json").read_text())["teacher_dir"] for r in rows}
     if len(teachers) != 1:
         raise ConfigError(f"--bench needs one teacher across the runs, found {sorted(teachers)}")
     teacher = teachers.pop()
-    dirs = [str(root / r["run"] / "model") for r in rows]
+    dirs = [str(r["_dir"] / "model") for r in rows]
     report = benchmark([teacher, *dirs], texts=texts, threads=threads, repeats=repeats)
     timing = {(x["model_dir"], x["batch_size"]): x for x in report["results"] if x["engine"] == "torch"}
     for r, d in zip(rows, dirs):
@@ -278,17 +334,20 @@ def remeasure(rows: list[dict], root: Path, texts: list[str], threads: int, repe
         r["_teacher_latency"] = {f"b{b}": timing[(teacher, b)]["median_ms"] for b in (1, 32)}
 
 
-def write_report(root: str | Path, out: str | Path | None = None, bench_texts: list[str] | None = None,
+def write_report(root: str | Path | list, out: str | Path | None = None, bench_texts: list[str] | None = None,
                  threads: int = 2, repeats: int = 10) -> dict[str, Path]:
-    root = Path(root)
-    out = Path(out) if out else root
-    rows, skipped = collect(root)
+    roots = [Path(r) for r in root] if isinstance(root, (list, tuple)) else [Path(root)]
+    if out is None and len(roots) > 1:
+        raise ConfigError("report: several directories need --out DIR, where report.md/.csv/.png go")
+    out = Path(out) if out else roots[0]
+    rows, skipped = collect(roots)
     if bench_texts is not None and rows:
-        remeasure(rows, root, bench_texts, threads, repeats)
+        remeasure(rows, bench_texts, threads, repeats)
         rows = _ranked(rows)
-    others, evals = other_runs(root), evaluations(root)
+    others, evals = other_runs(roots), evaluations(roots)
     if not rows and not skipped and not others and not evals:
-        raise ConfigError(f"{root}: no metrics.json, skipped.json or eval.json below it; point it at a runs or sweep directory")
+        raise ConfigError(f"{', '.join(map(str, roots))}: no metrics.json, skipped.json or eval.json below it; "
+                          "point it at a runs or sweep directory")
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "report.md", "csv": out / "report.csv", "png": out / "report.png"}
     paths["md"].write_text(markdown(rows, skipped, others, evals))
@@ -383,7 +442,7 @@ def comparison(root: str | Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m distill report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("root", help="a sweep (or runs) directory")
+    parser.add_argument("root", nargs="+", help="a sweep (or runs) directory; several make one report (needs --out)")
     parser.add_argument("--out", help="where report.md/.csv/.png go (default: the directory)")
     parser.add_argument("--bench", metavar="TSV", help="time the teacher and every member again in this process on "
                         "this file's sentences (sentence<TAB>label), so their latencies compare directly")
@@ -394,12 +453,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", metavar="DIR", help="first copy each run's metrics.json, config.yaml, overrides, "
                         "log and benchmark into DIR (same relative paths), then report from DIR alone")
     args = parser.parse_args(argv)
+    if (args.keep or args.compare) and len(args.root) > 1:
+        raise ConfigError("report: --keep and --compare take one directory; several are for one front (with --out)")
     if args.keep:
-        kept = keep_runs(Path(args.root), Path(args.keep))
+        kept = keep_runs(Path(args.root[0]), Path(args.keep))
         print(f"kept {len(kept)} runs in {args.keep}")
-        args.root = args.keep
+        args.root = [args.keep]
     if args.compare:
-        print(comparison(args.root), end="")
+        print(comparison(args.root[0]), end="")
         return 0
     texts = None
     if args.bench:

@@ -118,3 +118,16 @@ def test_command_parses(source, words, monkeypatch):
 def test_no_doc_names_a_library_module_as_a_command():
     for path in SOURCES:
         assert not re.search(r"python -m distill\.\w", path.read_text()), f"{path}: use python -m distill <subcommand>"
+
+
+def test_the_readme_results_blocks_are_what_their_kept_runs_say():
+    """A README table of results is rebuilt from the runs' metrics.json files (python scripts/readme_results.py);
+    a figure edited by hand, or a run re-kept without rebuilding, fails here."""
+    from distill.report import update_blocks
+
+    text = (REPO / "README.md").read_text()
+    assert text.count("<!-- /front -->") >= 1
+    assert update_blocks(text, REPO, write=False) == text
+    first = re.compile(r"\| (\d+\.\d)% \|").search(text, text.index("<!-- front:"))
+    edited = text[:first.start(1)] + f"{float(first[1]) + 0.1:.1f}" + text[first.end(1):]
+    assert update_blocks(edited, REPO, write=False) != edited

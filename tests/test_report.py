@@ -20,9 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_pareto_front_by_hand():
-    rows = [{"cost": 1.0, "heldout": 0.70}, {"cost": 2.0, "heldout": 0.80}, {"cost": 3.0, "heldout": 0.75},
-            {"cost": 2.0, "heldout": 0.80}, {"cost": 4.0, "heldout": 0.90}, {"cost": None, "heldout": 0.99}]
+    rows = [{"cost": 1.0, "select": 0.70}, {"cost": 2.0, "select": 0.80}, {"cost": 3.0, "select": 0.75},
+            {"cost": 2.0, "select": 0.80}, {"cost": 4.0, "select": 0.90}, {"cost": None, "select": 0.99}]
     # (3, 0.75) is beaten by (2, 0.80); equal points do not dominate each other; no cost, no place
+    assert pareto(rows, "cost") == {0, 1, 3, 4}
+    # the held-out score chooses nothing: a row best on it alone is still dominated
+    rows[2]["heldout"] = 1.0
     assert pareto(rows, "cost") == {0, 1, 3, 4}
 
 
@@ -83,6 +86,34 @@ def test_the_report_can_time_every_member_in_one_process(sweep, tmp_path):
     b32 = sorted(float(r["latency_ms_b32"]) for r in rows)
     assert [r["pareto_latency"] for r in sorted(rows, key=lambda r: float(r["latency_ms_b32"]))][0] == "True"
     assert b32[0] <= b32[1]
+
+
+def test_several_directories_make_one_front_each_run_named_by_its_directory(sweep, tmp_path):
+    """Several studies' kept results with one teacher: one table, CSV and plot, and the front across all of them."""
+    import shutil
+
+    from distill.errors import ConfigError
+
+    sweep_dir, _ = sweep
+    for study in ("depth", "shared"):
+        shutil.copytree(sweep_dir, tmp_path / study)
+    # the copy in 'shared' is made better than every other run: the front across both directories must hold it
+    best = next((tmp_path / "shared").glob("*/metrics.json"))
+    metrics = json.loads(best.read_text())
+    metrics["eval"]["student_select"]["accuracy"] = 1.0
+    metrics["speedup"]["torch_batch32"] = 1e6
+    best.write_text(json.dumps(metrics))
+    paths = write_report([tmp_path / "depth", tmp_path / "shared"], tmp_path / "front")
+    with paths["csv"].open() as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    members = sorted(p.parent.name for p in sweep_dir.glob("*/metrics.json"))
+    assert sorted(rows) == sorted(f"{study}/{m}" for study in ("depth", "shared") for m in members)
+    winner = f"shared/{best.parent.name}"
+    assert [run for run, r in rows.items() if r["pareto_latency"] == "True"] == [winner]
+    assert float(rows[winner]["select"]) == 1.0
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ConfigError, match="--out"):
+        write_report([tmp_path / "depth", tmp_path / "shared"])
 
 
 def test_the_report_lists_teacher_runs_and_evaluations_too(sweep, tmp_path):

@@ -1,0 +1,32 @@
+"""Rebuild the README's results tables from the kept runs' metrics.json files.
+
+    python scripts/readme_results.py          # rewrite README.md's front blocks, and each block's full report
+    python scripts/readme_results.py --check  # exit 1 when a block differs from what its runs say (no writing)
+
+A block is ``<!-- front: results/a results/b -> results/front -->`` ... ``<!-- /front -->``: the runs kept below
+the directories (``python -m distill study <name> --keep results/<name>``) as one table, fastest first, and the
+report (table, CSV, plot) written to the directory after ``->`` (``distill.report.update_blocks``).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from distill.report import update_blocks
+
+REPO = Path(__file__).resolve().parents[1]
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--file", default=str(REPO / "README.md"))
+    args = parser.parse_args()
+    path = Path(args.file)
+    text = path.read_text()
+    new = update_blocks(text, REPO, write=not args.check)
+    if args.check:
+        if new != text:
+            sys.exit(f"{path}: a results block differs from its runs; run python scripts/readme_results.py")
+    else:
+        path.write_text(new)
+        print(f"{path}: {text.count('<!-- /front -->')} results block(s) rebuilt")
