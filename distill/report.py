@@ -405,10 +405,47 @@ def general_comparison(root: Path) -> list[str]:
               for run, steps, span, means in rows)]
 
 
+def _minutes(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds / 60:.1f}"
+
+
+def stage_times(root: Path) -> list[str]:
+    """Table lines: where each run under ``root`` (a study's kept rows and the runs they need) spent its wall time,
+    in minutes: augmentation, its first training epoch (where a distillation run's teacher runs live and its outputs
+    are stored), the later epochs, evaluation (during training and held out), the benchmark, and the rest (loading,
+    initialisation, checkpoints, writing); then all runs together, the cost of everything the table needed."""
+    rows, total = [], 0.0
+    for path in runs_below(root, "metrics.json"):
+        m = json.loads(path.read_text())
+        if not m.get("wall_seconds") or "phases" not in m:
+            continue
+        epochs = [e["seconds"] for p in m["phases"].values() for e in p.get("epochs", [])]
+        after = m.get("seconds_after_training") or {}
+        parts = {"augmentation": (m.get("augment") or {}).get("seconds", 0.0),
+                 "first epoch": epochs[0] if epochs else m["train_seconds"], "later epochs": sum(epochs[1:]),
+                 "evaluation": sum(p.get("eval_seconds", 0.0) for p in m["phases"].values())
+                 + after.get("held_out_eval", 0.0),
+                 "benchmark": after.get("bench")}
+        live = sum(p.get("live_batches", 0) for p in (m.get("teacher_outputs") or {}).values() if isinstance(p, dict))
+        known = sum(v for v in parts.values() if v)
+        rows.append(f"| {path.parent.relative_to(root)} | {m['stage']} | {live or '-'} | "
+                    + " | ".join(_minutes(v) for v in parts.values())
+                    + f" | {_minutes(m['wall_seconds'] - known)} | {_minutes(m['wall_seconds'])} |")
+        total += m["wall_seconds"]
+    if not rows:
+        return []
+    return ["", "Wall time per run, in minutes (the teacher runs live in the first epoch's batches counted; later "
+            "epochs and runs read its stored outputs; '-': not recorded by this run's version, so in the rest):", "",
+            "| run | stage | live teacher batches | augmentation | first epoch | later epochs | evaluation | benchmark | "
+            "rest | wall |", "|---|---|---|---|---|---|---|---|---|---|", *rows,
+            f"| all runs | | | | | | | | | {_minutes(total)} |"]
+
+
 def comparison(root: str | Path) -> str:
     """``results.md``: every task run under ``root`` (recipe studies, ablations), with the score on the selection
     split (compare recipes on it, not on the held-out one), its whole wall time, and means over runs differing only
-    by ``_seed<N>``; then the general-stage runs' held-out losses (``general_comparison``)."""
+    by ``_seed<N>``; then where every run's time went (``stage_times``) and the general-stage runs' held-out losses
+    (``general_comparison``)."""
     found = comparison_rows(Path(root))
     # 'student (select)' is the score on the selection split: compare recipes on it, not on the held-out one
     lines = ["| run | student | losses | steps | train time | wall time | held-out split | student (select) | student | "
@@ -434,6 +471,7 @@ def comparison(root: str | Path) -> str:
             each = ", ".join(f"{100 * r['student_score']:.2f}" for r in group)
             lines.append(f"| {name} | {len(group)} | {100 * sel:.2f} | {100 * s:.2f} ({each}) | {100 * t:.2f} | "
                          f"{100 * s / t:.1f}% |")
+    lines += stage_times(Path(root))
     lines += general_comparison(Path(root))
     text = "\n".join(lines) + "\n"
     write_text(Path(root) / "results.md", text)

@@ -9,8 +9,9 @@ is not run again and an unfinished one resumes from its last checkpoint, so an i
 stopped; a finished run made with other settings stops the study before anything runs. Each run directory keeps
 the command that made it (``command.txt``) beside its ``config.yaml``. ``--keep results/<name>`` copies what each row's
 figures need there (``distill.report.keep_run``: ``metrics.json``, ``config.yaml``, ``command.txt``, ``log.jsonl``,
-...) and writes the table (``table.md``) from those copies alone, which ``python -m distill report --compare
-results/<name>`` rebuilds.
+...), and the needs' under ``needs/``, and writes the table (``table.md``) from those copies alone, which
+``python -m distill report --compare results/<name>`` rebuilds: the rows, then where every run's wall time went and
+what the whole study took.
 """
 
 from __future__ import annotations
@@ -132,6 +133,10 @@ def run_study(study: Study, extra: list[str], keep: Path | None = None, only: li
     if keep is not None:
         for name, run_dir in rows:
             keep_run(run_dir, keep / name)
+        # the runs the rows needed (the teacher...), for the time the whole study took (report.stage_times)
+        for name, _, row, cfg in planned:
+            if not row:
+                keep_run(Path(cfg.run_dir), keep / "needs" / name)
         table_dir = keep
     table = comparison(table_dir)
     if keep is not None:

@@ -162,6 +162,27 @@ def test_compare_averages_seeds_and_shows_general_runs_held_out_losses(tmp_path)
     assert (tmp_path / "results.md").read_text() == text
 
 
+def test_stage_times_split_each_runs_wall_time_and_add_up_the_study(tmp_path):
+    from distill.report import stage_times
+
+    task = {**_task_metrics(0.9, 0.8, 0.88), "wall_seconds": 420.0, "augment": {"seconds": 30.0},
+            "teacher_outputs": {"prediction": {"live_batches": 7, "stored_batches": 14}},
+            "seconds_after_training": {"held_out_eval": 6.0, "bench": 54.0}}
+    task["phases"]["prediction"] |= {"epochs": [{"seconds": 120.0}, {"seconds": 60.0}, {"seconds": 60.0}],
+                                     "eval_seconds": 30.0}
+    teacher = {"stage": "teacher", "wall_seconds": 720.0, "train_seconds": 600.0,
+               "phases": {"finetune": {"epochs": [{"seconds": 600.0}], "eval_seconds": 60.0}}}
+    for name, m in (("row", task), ("needs/teacher", teacher)):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / "metrics.json").write_text(json.dumps(m))
+    lines = stage_times(tmp_path)
+    # task: 420 s = 30 augmentation + 120 first epoch + 120 later + 36 evaluation + 54 benchmark + 60 rest
+    assert "| row | task | 7 | 0.5 | 2.0 | 2.0 | 0.6 | 0.9 | 1.0 | 7.0 |" in lines
+    # the teacher: no augmentation or benchmark recorded, so the rest is the wall minus training and evaluation
+    assert "| needs/teacher | teacher | - | 0.0 | 10.0 | 0.0 | 1.0 | - | 1.0 | 12.0 |" in lines
+    assert lines[-1] == "| all runs | | | | | | | | | 19.0 |"
+
+
 def test_keep_copies_what_the_figures_need_and_reports_from_the_copies(tmp_path, capsys):
     from distill.report import main
 

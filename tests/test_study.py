@@ -48,7 +48,12 @@ def test_a_study_runs_once_records_its_commands_and_keeps_its_table(tmp_path, ca
     assert sorted(p.name for p in (kept / "lr_low_seed1").iterdir()) == ["command.txt", "config.yaml", "log.jsonl",
                                                                          "metrics.json", "overrides.yaml"]
     table = comparison(kept)
-    assert table in (kept / "table.md").read_text() and table == comparison(rows)
+    assert table in (kept / "table.md").read_text()
+    assert table.split("\n\n")[0] == comparison(rows).split("\n\n")[0]  # the rows, as the runs directory has them
+    # the need is kept too, so the table says what the whole study cost, the teacher included
+    assert (kept / "needs" / "teacher" / "metrics.json").is_file() and "| needs/teacher | teacher | - |" in table
+    after = json.loads((kept / "lr_low_seed1" / "metrics.json").read_text())["seconds_after_training"]
+    assert after["held_out_eval"] > 0 and after["bench"] == 0.0  # bench.enabled=false
     assert "| lr_high | 2 |" in table and "| lr_low | 2 |" in table  # means over the two seeds
 
     # a second call runs nothing: every run is finished

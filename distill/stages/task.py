@@ -19,6 +19,8 @@ builds it once). Variants have no label: the teacher's logits are their targets.
 
 from __future__ import annotations
 
+import time
+
 from distill import rundir
 from distill.augment import augment_train
 from distill.bench import benchmark
@@ -65,10 +67,15 @@ def run(cfg) -> dict:
         cfg.train, run.context(evaluate=lambda: score("select"), best=best, teacher_stores=stores), run.resume,
     )
 
+    started = time.perf_counter()
     evals = rundir.held_out_eval(best, score, results[-1]["steps"], plan, role="student")
     evals |= {"teacher": score("report", teacher.model), "teacher_select": score("select", teacher.model)}
+    # what the run spends after training, for the per-stage times (distill.report.stage_times)
+    after = {"held_out_eval": time.perf_counter() - started}
+    started = time.perf_counter()
     speed = measure_speed(cfg, run, list(splits["report"][cfg.task.text_field])) \
         if cfg.bench.enabled and run.accelerator.is_main_process else {}
+    after["bench"] = time.perf_counter() - started if speed else 0.0
     metrics = rundir.summary(cfg, results, parameter_counts(student), {
         "eval": evals, **speed, "best_step": best.best_step, "student_init": start_from, "teacher_dir": teacher_dir,
         "teacher_params": parameter_counts(teacher.model),
@@ -76,6 +83,7 @@ def run(cfg) -> dict:
         # per phase: batches that ran the teacher and batches that read its stored outputs, or 'live'
         "teacher_outputs": teacher_sources(cfg.stage.phases, teacher_of),
         "train_examples": len(data["train"]), "augment": augmented.stats if augmented is not None else None,
+        "seconds_after_training": after,
     })
     if run.accelerator.is_main_process:
         write_task_card(run.model_dir, cfg, metrics, len(data["report"]))
