@@ -259,6 +259,9 @@ def plot(rows: list[dict], path: Path) -> None:
     panels = [speed_panel, ("params_unique", "pareto_params", "unique parameters (millions)",
                             teacher and teacher["_teacher_params"])]
     metric = rows[0]["metric"] if rows else "metric"
+    # points named by shape, or by run where several runs share a shape (the rows of a recipe study)
+    shapes = [_short(r["student"]) for r in rows]
+    names = shapes if len(set(shapes)) == len(shapes) else [r["run"] for r in rows]
     for ax, (key, flag, label, teacher_x) in zip(axes, panels):
         scale = 1e6 if key == "params_unique" else 1.0
         points = [r for r in rows if r[key] is not None]
@@ -266,10 +269,11 @@ def plot(rows: list[dict], path: Path) -> None:
                    label="student")
         front = sorted((r for r in points if r[flag]), key=lambda r: r[key])
         ax.plot([r[key] / scale for r in front], [100 * r["heldout"] for r in front], color="tab:orange",
-                marker="o", label="Pareto front")
-        for r in points:
-            ax.annotate(_short(r["student"]), (r[key] / scale, 100 * r["heldout"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+                marker="o", label=f"Pareto front (chosen on {rows[0]['selected_on']})")
+        for r, name in zip(rows, names):
+            if r[key] is not None:
+                ax.annotate(name, (r[key] / scale, 100 * r["heldout"]), fontsize=7, xytext=(3, 3),
+                            textcoords="offset points")
         if teacher and teacher_x is not None:
             ax.scatter([teacher_x / scale], [100 * teacher["teacher_heldout"]], marker="*", s=160, color="tab:red",
                        label="teacher")
@@ -426,16 +430,18 @@ def stage_times(root: Path) -> list[str]:
                  "evaluation": sum(p.get("eval_seconds", 0.0) for p in m["phases"].values())
                  + after.get("held_out_eval", 0.0),
                  "benchmark": after.get("bench")}
-        live = sum(p.get("live_batches", 0) for p in (m.get("teacher_outputs") or {}).values() if isinstance(p, dict))
+        sources = [p for p in (m.get("teacher_outputs") or {}).values() if isinstance(p, dict)]
+        live = sum(p.get("live_batches", 0) for p in sources) if sources else "-"  # '-': no stored teacher outputs
         known = sum(v for v in parts.values() if v)
-        rows.append(f"| {path.parent.relative_to(root)} | {m['stage']} | {live or '-'} | "
+        rows.append(f"| {path.parent.relative_to(root)} | {m['stage']} | {live} | "
                     + " | ".join(_minutes(v) for v in parts.values())
                     + f" | {_minutes(m['wall_seconds'] - known)} | {_minutes(m['wall_seconds'])} |")
         total += m["wall_seconds"]
     if not rows:
         return []
-    return ["", "Wall time per run, in minutes (the teacher runs live in the first epoch's batches counted; later "
-            "epochs and runs read its stored outputs; '-': not recorded by this run's version, so in the rest):", "",
+    return ["", "Wall time per run, in minutes (live teacher batches: those that ran the teacher, in the first epoch; "
+            "0: every teacher output read from a store; '-': none stored. Elsewhere '-': not recorded by the run's "
+            "version, so counted in the rest):", "",
             "| run | stage | live teacher batches | augmentation | first epoch | later epochs | evaluation | benchmark | "
             "rest | wall |", "|---|---|---|---|---|---|---|---|---|---|", *rows,
             f"| all runs | | | | | | | | | {_minutes(total)} |"]
