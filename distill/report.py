@@ -269,7 +269,7 @@ def plot(rows: list[dict], path: Path) -> None:
                    label="student")
         front = sorted((r for r in points if r[flag]), key=lambda r: r[key])
         ax.plot([r[key] / scale for r in front], [100 * r["heldout"] for r in front], color="tab:orange",
-                marker="o", label=f"Pareto front (chosen on {rows[0]['selected_on']})")
+                marker="o", label=f"Pareto front (chosen on {rows[0]['selected_on'] if rows else 'selection'})")
         for r, name in zip(rows, names):
             if r[key] is not None:
                 ax.annotate(name, (r[key] / scale, 100 * r["heldout"]), fontsize=7, xytext=(3, 3),

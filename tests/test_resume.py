@@ -23,7 +23,7 @@ from distill.testing import write_tiny_workspace
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("train_seconds", "train_examples_per_second", "examples_per_second", "eval_seconds", "checkpoint_seconds", "rss_mb",
           "seconds", "first_epoch_examples_per_second", "later_epochs_examples_per_second", "wall_seconds",
-          "resumed_at_step")
+          "resumed_at_step", "seconds_after_training")
 
 KILLER = '''
 import os, signal
