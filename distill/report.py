@@ -151,11 +151,16 @@ def pareto(rows: list[dict], cost: str, score: str = "select") -> set[int]:
     return front
 
 
+def _by_speedup(rows: list[dict]) -> bool:
+    """Whether speed is the speed-up over the teacher at batch 32 (every row has one: each run times its teacher
+    beside it, so the ratio survives the machine's drift between runs, which raw milliseconds measured hours apart
+    do not) rather than the batch-32 latency."""
+    return bool(rows) and all(r["speedup_b32"] for r in rows)
+
+
 def _ranked(rows: list[dict]) -> list[dict]:
-    """Fastest first, with the Pareto flags. Speed is the speed-up over the teacher at batch 32 when every row has
-    one (each run times its teacher beside it, so the ratio survives the machine's drift between runs, which raw
-    milliseconds measured hours apart do not), else the batch-32 latency."""
-    relative = all(r["speedup_b32"] for r in rows)
+    """Fastest first (``_by_speedup``), with the Pareto flags."""
+    relative = _by_speedup(rows)
     for r in rows:
         r["_speed_cost"] = -r["speedup_b32"] if relative else r["latency_ms_b32"]
     rows.sort(key=lambda r: (r["_speed_cost"] is None, r["_speed_cost"] or 0))
@@ -251,7 +256,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     teacher = next((r for r in rows if r["_teacher_params"]), None)
     # speed as _ranked measured it: the speed-up over the teacher (the teacher at 1x) or the raw latency
-    if rows and rows[0]["_speed_cost"] is not None and rows[0]["_speed_cost"] < 0:
+    if _by_speedup(rows):
         speed_panel = ("speedup_b32", "pareto_latency", "speed-up over the teacher at batch 32 (median)", 1.0)
     else:
         speed_panel = ("latency_ms_b32", "pareto_latency", "CPU latency at batch 32 (ms, median)",
@@ -419,7 +424,7 @@ def stage_times(root: Path) -> list[str]:
     are stored), the later epochs, evaluation (during training and held out), the benchmark, and the rest (loading,
     initialisation, checkpoints, writing); then all runs together, the cost of everything the table needed."""
     rows, total = [], 0.0
-    for path in runs_below(root, "metrics.json"):
+    for path, run in found([root], "metrics.json"):
         m = json.loads(path.read_text())
         if not m.get("wall_seconds") or "phases" not in m:
             continue
@@ -433,7 +438,7 @@ def stage_times(root: Path) -> list[str]:
         sources = [p for p in (m.get("teacher_outputs") or {}).values() if isinstance(p, dict)]
         live = sum(p.get("live_batches", 0) for p in sources) if sources else "-"  # '-': no stored teacher outputs
         known = sum(v for v in parts.values() if v)
-        rows.append(f"| {path.parent.relative_to(root)} | {m['stage']} | {live} | "
+        rows.append(f"| {run} | {m['stage']} | {live} | "
                     + " | ".join(_minutes(v) for v in parts.values())
                     + f" | {_minutes(m['wall_seconds'] - known)} | {_minutes(m['wall_seconds'])} |")
         total += m["wall_seconds"]
