@@ -36,8 +36,11 @@ import shutil
 from collections import defaultdict
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from distill.errors import ConfigError
 from distill.files import write_text
+from distill.rundir import flat_settings
 
 COLUMNS = ["run", "student", "sharing", "init", "params_total", "params_non_embedding", "params_unique",
            "latency_ms_b1", "latency_ms_b32", "speedup_b1", "speedup_b32", "metric", "select", "selected_on", "heldout",
@@ -309,10 +312,50 @@ def front_table(rows: list[dict]) -> str:
 BLOCK = re.compile(r"(<!-- front: (?P<dirs>[^>]+?) -> (?P<out>\S+) -->\n)(?P<body>.*?)(<!-- /front -->)", re.S)
 
 
+# settings that say where a run's files are or how it reports progress, not how its student was made
+WHERE = {"run_dir", "runs_root", "resume", "resume_accept", "overwrite", "teacher.finetuned", "augment.cache_dir",
+         "train.progress"}
+
+
+def changes(base: dict, other: dict) -> list[str]:
+    """What ``other``'s resolved config sets differently from ``base``'s, as overrides (``key=value``; ``key=-``
+    for a setting ``other`` lacks), where the files went (``WHERE``) left out."""
+    a, b = flat_settings(base), flat_settings(other)
+    keys = [k for k in {**a, **b} if k not in WHERE and a.get(k, "-") != b.get(k, "-")]
+    return [f"{k}={b.get(k, '-')}" for k in keys]
+
+
+def ablation_table(base: Path, dirs: list[Path]) -> str:
+    """One line per task run kept below ``dirs`` against the run kept in ``base`` (the whole recipe): what its
+    resolved config changes (``changes``: read from the configs, not from the row's name, so an accidental
+    difference shows too), its score on the selection split and held out, the differences in points, and its
+    training and wall time."""
+    def config(run_dir: Path) -> dict:
+        return OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+
+    ref = member(base / "metrics.json", f"{base.parent.name}/{base.name}")
+    rows = [r for d in dirs for path, run in found([d], "metrics.json")  # every run named by its directory
+            if path.parent.resolve() != base.resolve() and (r := member(path, f"{d.name}/{run}"))]
+    lines = ["| run | changes from the recipe | select | held-out | % of teacher | Δ select | Δ held-out | "
+             "train / wall min |", "|---|---|---|---|---|---|---|---|"]
+    for r in [ref, *rows]:
+        m = json.loads((r["_dir"] / "metrics.json").read_text())
+        diff = "(the recipe)" if r is ref else ", ".join(f"`{c}`" for c in changes(config(base), config(r["_dir"])))
+        delta = "" if r is ref else " | ".join(f"{100 * (r[k] - ref[k]):+.2f}" for k in ("select", "heldout"))
+        lines.append(f"| {r['run']} | {diff or 'nothing'} | {100 * r['select']:.2f} ({r['selected_on']}) | "
+                     f"{100 * r['heldout']:.2f} ({r['reported_on']}) | {_fmt(r['pct_of_teacher'], 1)}% | "
+                     f"{delta or ' | '} | {_minutes(r['train_seconds'])} / {_minutes(m.get('wall_seconds'))} |")
+    return "\n".join(lines) + "\n"
+
+
+# a block in a Markdown file that a report rebuilds: <!-- ablation: BASE_RUN DIR [DIR ...] --> ... <!-- /ablation -->
+ABLATION = re.compile(r"(<!-- ablation: (?P<base>\S+) (?P<dirs>[^>]+?) -->\n)(?P<body>.*?)(<!-- /ablation -->)", re.S)
+
+
 def update_blocks(text: str, base: Path, write: bool = True) -> str:
     """``text`` with each front block's body rebuilt from the kept runs below its directories (relative to
-    ``base``): ``front_table``, then a link to the plot. ``write``: also write the full report (table, CSV, plot)
-    to the block's OUT directory."""
+    ``base``): ``front_table``, then a link to the plot (``write``: also write the full report, table, CSV and
+    plot, to the block's OUT directory); and each ablation block's body, ``ablation_table``."""
     def rebuilt(match: re.Match) -> str:
         dirs = [base / d for d in match["dirs"].split()]
         if write:
@@ -321,7 +364,11 @@ def update_blocks(text: str, base: Path, write: bool = True) -> str:
         body = front_table(rows) + f"\n![held-out accuracy against cost]({match['out']}/report.png)\n"
         return match.group(1) + body + match.group(5)
 
-    return BLOCK.sub(rebuilt, text)
+    def ablation(match: re.Match) -> str:
+        table = ablation_table(base / match["base"], [base / d for d in match["dirs"].split()])
+        return match.group(1) + table + match.group(5)
+
+    return ABLATION.sub(ablation, BLOCK.sub(rebuilt, text))
 
 
 def remeasure(rows: list[dict], texts: list[str], threads: int, repeats: int) -> None:

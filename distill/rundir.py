@@ -62,7 +62,7 @@ class Run:
         return dataclasses.replace(self.train, **kwargs)
 
 
-def _flat(d: dict | list, prefix: str = "") -> dict:
+def flat_settings(d: dict | list, prefix: str = "") -> dict:
     """{'a.b': 1, 'phases.0.lr': 3e-4, 'phases (entries)': 1, 'freeze': ['word_embeddings']}: lists of settings by
     index, so a phase compares setting by setting, with their length as a setting of its own (a phase added is a
     change even where only keys both sides have compare); a list of plain values is one value, so that
@@ -72,9 +72,9 @@ def _flat(d: dict | list, prefix: str = "") -> dict:
         key = f"{prefix}{k}"
         if isinstance(v, list) and any(isinstance(x, (dict, list)) for x in v):
             out[f"{key} (entries)"] = len(v)
-            out.update(_flat(v, key + "."))
+            out.update(flat_settings(v, key + "."))
         elif isinstance(v, dict) and v:
-            out.update(_flat(v, key + "."))
+            out.update(flat_settings(v, key + "."))
         else:
             out[key] = v
     return out
@@ -84,8 +84,8 @@ def config_changes(run_dir: Path, cfg: Config, only_shared: bool = False) -> lis
     """(key, saved, now) for every setting in which ``cfg`` differs from the run saved in ``run_dir``, leaving out
     how a run runs (``RESUME_FREE``) and what ``cfg.resume_accept`` accepts. ``only_shared``: compare only keys both
     configs have (a run made before a setting existed is compared on the settings it knew)."""
-    saved = _flat(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))
-    now = _flat(OmegaConf.to_container(OmegaConf.create(cfg)))
+    saved = flat_settings(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))
+    now = flat_settings(OmegaConf.to_container(OmegaConf.create(cfg)))
     keys = set(saved) & set(now) if only_shared else set(saved) | set(now)
     return [(k, saved.get(k), now.get(k)) for k in sorted(keys)
             if saved.get(k) != now.get(k) and not k.startswith(RESUME_FREE) and k not in cfg.resume_accept]

@@ -1,11 +1,13 @@
 """Rebuild the README's results tables from the kept runs' metrics.json files.
 
-    python scripts/readme_results.py          # rewrite README.md's front blocks, and each block's full report
+    python scripts/readme_results.py          # rewrite README.md's results blocks, and each front's full report
     python scripts/readme_results.py --check  # exit 1 when a block differs from what its runs say (no writing)
 
 A block is ``<!-- front: results/a results/b -> results/front -->`` ... ``<!-- /front -->``: the runs kept below
 the directories (``python -m distill study <name> --keep results/<name>``) as one table, fastest first, and the
-report (table, CSV, plot) written to the directory after ``->`` (``distill.report.update_blocks``).
+report (table, CSV, plot) written to the directory after ``->`` (``distill.report.update_blocks``). A block
+``<!-- ablation: results/a/run results/a results/b -->`` ... ``<!-- /ablation -->``: every run kept below the
+directories against the first run (the whole recipe), each with what its resolved config changes.
 """
 
 import argparse
@@ -29,4 +31,4 @@ if __name__ == "__main__":
             sys.exit(f"{path}: a results block differs from its runs; run python scripts/readme_results.py")
     else:
         path.write_text(new)
-        print(f"{path}: {text.count('<!-- /front -->')} results block(s) rebuilt")
+        print(f"{path}: {new.count('<!-- /front -->') + new.count('<!-- /ablation -->')} results block(s) rebuilt")

@@ -126,7 +126,7 @@ def test_the_readme_results_blocks_are_what_their_kept_runs_say():
     from distill.report import update_blocks
 
     text = (REPO / "README.md").read_text()
-    assert text.count("<!-- /front -->") >= 1
+    assert text.count("<!-- /front -->") >= 1 and text.count("<!-- /ablation -->") >= 1
     assert update_blocks(text, REPO, write=False) == text
     first = re.compile(r"\| (\d+\.\d)% \|").search(text, text.index("<!-- front:"))
     edited = text[:first.start(1)] + f"{float(first[1]) + 0.1:.1f}" + text[first.end(1):]

@@ -201,3 +201,29 @@ def test_keep_copies_what_the_figures_need_and_reports_from_the_copies(tmp_path,
     assert sorted(p.name for p in kept.iterdir()) == ["kd_seed1", "kd_seed2"]
     assert sorted(p.name for p in (kept / "kd_seed1").iterdir()) == ["config.yaml", "metrics.json", "overrides.yaml"]
     assert "| task/kd | 2 | 90.00 | 80.00 (80.00, 80.00) |" in (tmp_path / "kept" / "results.md").read_text()
+
+
+def test_an_ablation_table_reads_each_rows_changes_from_its_config(tmp_path):
+    from distill.report import ablation_table, update_blocks
+
+    recipe = ("stage:\n  phases:\n  - weights: {soft_ce: 1.0, hard_ce: 1.0}\n    lr: 0.0003\n"
+              "student: {num_layers: 3}\nrun_dir: runs/a/recipe\nteacher: {finetuned: runs/a/teacher}\n")
+    runs = {"recipe": (recipe, 0.80, 0.78, 600),
+            # where the files went (run_dir, the teacher's path) is no change; a zeroed weight and a list setting are
+            "no_labels": (recipe.replace("hard_ce: 1.0", "hard_ce: 0").replace("runs/a", "runs/b"), 0.79, 0.785, 540),
+            "deeper": (recipe.replace("num_layers: 3", "num_layers: 5") + "extra: [1, 2]\n", 0.83, 0.80, 900)}
+    for name, (config, select, score, wall) in runs.items():
+        (tmp_path / "kept" / name).mkdir(parents=True)
+        (tmp_path / "kept" / name / "config.yaml").write_text(config)
+        (tmp_path / "kept" / name / "metrics.json").write_text(
+            json.dumps({**_task_metrics(select, score, 0.88), "wall_seconds": wall,
+                        "params": {"total": 9, "non_embedding": 5, "unique": 9}}))
+    table = ablation_table(tmp_path / "kept" / "recipe", [tmp_path / "kept"])
+    assert table.splitlines()[2:] == [
+        "| kept/recipe | (the recipe) | 80.00 (train holdout) | 78.00 (dev) | 88.6% |  |  | 0.1 / 10.0 |",
+        "| kept/deeper | `student.num_layers=5`, `extra=[1, 2]` | 83.00 (train holdout) | 80.00 (dev) | 90.9% | +3.00 | "
+        "+2.00 | 0.1 / 15.0 |",
+        "| kept/no_labels | `stage.phases.0.weights.hard_ce=0` | 79.00 (train holdout) | 78.50 (dev) | 89.2% | -1.00 | "
+        "+0.50 | 0.1 / 9.0 |"]
+    block = "<!-- ablation: kept/recipe kept -->\nstale\n<!-- /ablation -->"
+    assert update_blocks(f"x\n{block}\ny", tmp_path) == f"x\n<!-- ablation: kept/recipe kept -->\n{table}<!-- /ablation -->\ny"
