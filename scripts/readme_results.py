@@ -1,6 +1,6 @@
-"""Rebuild the README's results tables from the kept runs' metrics.json files.
+"""Rebuild the results tables in the README and the doc pages from the kept runs' metrics.json files.
 
-    python scripts/readme_results.py          # rewrite README.md's results blocks, and each front's full report
+    python scripts/readme_results.py          # rewrite every results block, and each front's full report
     python scripts/readme_results.py --check  # exit 1 when a block differs from what its runs say (no writing)
 
 A block is ``<!-- front: results/a results/b -> results/front -->`` ... ``<!-- /front -->``: the runs kept below
@@ -18,17 +18,25 @@ from distill.report import update_blocks
 
 REPO = Path(__file__).resolve().parents[1]
 
+def pages() -> list[Path]:
+    """The README and every doc page that holds a results block."""
+    docs = sorted((REPO / "docs").rglob("*.md"))
+    return [REPO / "README.md", *(p for p in docs if "<!-- /front -->" in p.read_text() or "<!-- /ablation -->" in p.read_text())]
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true")
-    parser.add_argument("--file", default=str(REPO / "README.md"))
     args = parser.parse_args()
-    path = Path(args.file)
-    text = path.read_text()
-    new = update_blocks(text, REPO, write=not args.check)
-    if args.check:
-        if new != text:
-            sys.exit(f"{path}: a results block differs from its runs; run python scripts/readme_results.py")
-    else:
-        path.write_text(new)
-        print(f"{path}: {new.count('<!-- /front -->') + new.count('<!-- /ablation -->')} results block(s) rebuilt")
+    stale = []
+    for path in pages():
+        text = path.read_text()
+        new = update_blocks(text, REPO, write=not args.check)
+        if args.check:
+            stale += [path] if new != text else []
+        else:
+            path.write_text(new)
+            print(f"{path.relative_to(REPO)}: {new.count('<!-- /front -->') + new.count('<!-- /ablation -->')} "
+                  "results block(s) rebuilt")
+    if stale:
+        sys.exit(f"{', '.join(map(str, stale))}: a results block differs from its runs; run python scripts/readme_results.py")
