@@ -341,10 +341,10 @@ def ablation_table(base: Path, dirs: list[Path]) -> str:
     for r in [ref, *rows]:
         m = json.loads((r["_dir"] / "metrics.json").read_text())
         diff = "(the recipe)" if r is ref else ", ".join(f"`{c}`" for c in changes(config(base), config(r["_dir"])))
-        delta = "" if r is ref else " | ".join(f"{100 * (r[k] - ref[k]):+.2f}" for k in ("select", "heldout"))
+        deltas = ["" if r is ref else f"{100 * (r[k] - ref[k]):+.2f}" for k in ("select", "heldout")]
         lines.append(f"| {r['run']} | {diff or 'nothing'} | {100 * r['select']:.2f} ({r['selected_on']}) | "
                      f"{100 * r['heldout']:.2f} ({r['reported_on']}) | {_fmt(r['pct_of_teacher'], 1)}% | "
-                     f"{delta or ' | '} | {_minutes(r['train_seconds'])} / {_minutes(m.get('wall_seconds'))} |")
+                     f"{' | '.join(deltas)} | {_minutes(r['train_seconds'])} / {_minutes(m.get('wall_seconds'))} |")
     return "\n".join(lines) + "\n"
 
 
