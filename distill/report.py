@@ -40,7 +40,7 @@ from omegaconf import OmegaConf
 
 from distill.errors import ConfigError
 from distill.files import write_text
-from distill.rundir import flat_settings
+from distill.rundir import RESUME_FREE, flat_settings
 
 COLUMNS = ["run", "student", "sharing", "init", "params_total", "params_non_embedding", "params_unique",
            "latency_ms_b1", "latency_ms_b32", "speedup_b1", "speedup_b32", "metric", "select", "selected_on", "heldout",
@@ -134,6 +134,7 @@ def member(path: Path, run: str) -> dict | None:
         "metric": metric, "select": m["eval"]["student_select"][metric], "selected_on": m["eval"]["selected_on"],
         "heldout": heldout, "reported_on": m["eval"]["reported_on"], "teacher_heldout": teacher,
         "pct_of_teacher": 100 * heldout / teacher if teacher else None, "train_seconds": m["train_seconds"],
+        "_wall_seconds": m.get("wall_seconds"),
         "_teacher_params": (m.get("teacher_params") or {}).get("unique"), "_teacher_latency": teacher_latency,
     }
 
@@ -312,16 +313,15 @@ def front_table(rows: list[dict]) -> str:
 BLOCK = re.compile(r"(<!-- front: (?P<dirs>[^>]+?) -> (?P<out>\S+) -->\n)(?P<body>.*?)(<!-- /front -->)", re.S)
 
 
-# settings that say where a run's files are or how it reports progress, not how its student was made
-WHERE = {"run_dir", "runs_root", "resume", "resume_accept", "overwrite", "teacher.finetuned", "augment.cache_dir",
-         "train.progress"}
+# settings (prefixes) that say how a run runs (rundir's RESUME_FREE) or where its files are, not how its student was made
+WHERE = (*RESUME_FREE, "run_dir", "runs_root", "teacher.finetuned", "augment.cache_dir")
 
 
 def changes(base: dict, other: dict) -> list[str]:
     """What ``other``'s resolved config sets differently from ``base``'s, as overrides (``key=value``; ``key=-``
     for a setting ``other`` lacks), where the files went (``WHERE``) left out."""
     a, b = flat_settings(base), flat_settings(other)
-    keys = [k for k in {**a, **b} if k not in WHERE and a.get(k, "-") != b.get(k, "-")]
+    keys = [k for k in {**a, **b} if not k.startswith(WHERE) and a.get(k, "-") != b.get(k, "-")]
     return [f"{k}={b.get(k, '-')}" for k in keys]
 
 
@@ -333,18 +333,18 @@ def ablation_table(base: Path, dirs: list[Path]) -> str:
     def config(run_dir: Path) -> dict:
         return OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
 
+    recipe = config(base)
     ref = member(base / "metrics.json", f"{base.parent.name}/{base.name}")
     rows = [r for d in dirs for path, run in found([d], "metrics.json")  # every run named by its directory
             if path.parent.resolve() != base.resolve() and (r := member(path, f"{d.name}/{run}"))]
     lines = ["| run | changes from the recipe | select | held-out | % of teacher | Δ select | Δ held-out | "
              "train / wall min |", "|---|---|---|---|---|---|---|---|"]
     for r in [ref, *rows]:
-        m = json.loads((r["_dir"] / "metrics.json").read_text())
-        diff = "(the recipe)" if r is ref else ", ".join(f"`{c}`" for c in changes(config(base), config(r["_dir"])))
+        diff = "(the recipe)" if r is ref else ", ".join(f"`{c}`" for c in changes(recipe, config(r["_dir"])))
         deltas = ["" if r is ref else f"{100 * (r[k] - ref[k]):+.2f}" for k in ("select", "heldout")]
         lines.append(f"| {r['run']} | {diff or 'nothing'} | {100 * r['select']:.2f} ({r['selected_on']}) | "
                      f"{100 * r['heldout']:.2f} ({r['reported_on']}) | {_fmt(r['pct_of_teacher'], 1)}% | "
-                     f"{' | '.join(deltas)} | {_minutes(r['train_seconds'])} / {_minutes(m.get('wall_seconds'))} |")
+                     f"{' | '.join(deltas)} | {_minutes(r['train_seconds'])} / {_minutes(r['_wall_seconds'])} |")
     return "\n".join(lines) + "\n"
 
 
