@@ -350,6 +350,8 @@ def ablation_table(base: Path, dirs: list[Path]) -> str:
 
 # a block in a Markdown file that a report rebuilds: <!-- ablation: BASE_RUN DIR [DIR ...] --> ... <!-- /ablation -->
 ABLATION = re.compile(r"(<!-- ablation: (?P<base>\S+) (?P<dirs>[^>]+?) -->\n)(?P<body>.*?)(<!-- /ablation -->)", re.S)
+# every kind of block update_blocks rebuilds
+RESULT_BLOCKS = (BLOCK, ABLATION)
 
 
 def update_blocks(text: str, base: Path, write: bool = True) -> str:

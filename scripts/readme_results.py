@@ -14,16 +14,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from distill.report import update_blocks
+from distill.report import RESULT_BLOCKS, update_blocks
 
 REPO = Path(__file__).resolve().parents[1]
-BLOCK_ENDS = ("<!-- /front -->", "<!-- /ablation -->")
 
 
 def pages() -> list[Path]:
     """The README and every doc page that holds a results block."""
     docs = sorted((REPO / "docs").rglob("*.md"))
-    return [REPO / "README.md", *(p for p in docs for text in [p.read_text()] if any(end in text for end in BLOCK_ENDS))]
+    return [REPO / "README.md",
+            *(p for p in docs for text in [p.read_text()] if any(block.search(text) for block in RESULT_BLOCKS))]
 
 
 if __name__ == "__main__":
@@ -38,6 +38,6 @@ if __name__ == "__main__":
             stale += [path] if new != text else []
         else:
             path.write_text(new)
-            print(f"{path.relative_to(REPO)}: {sum(new.count(end) for end in BLOCK_ENDS)} results block(s) rebuilt")
+            print(f"{path.relative_to(REPO)}: {sum(len(block.findall(new)) for block in RESULT_BLOCKS)} results block(s) rebuilt")
     if stale:
         sys.exit(f"{', '.join(map(str, stale))}: a results block differs from its runs; run python scripts/readme_results.py")
