@@ -1,6 +1,6 @@
 """Run a study, a list of runs written down as one YAML file (``distill/studies/<name>.yaml``), and its table.
 
-``python -m distill study <name or file> [key=value ...] [--keep results/<name>] [--list]``.
+``python -m distill study <name or file> [key=value ...] [--keep results/<name>] [--rows A,B] [--seeds 1,2] [--list]``.
 
 A study file holds its question and the rule that decides it (written before the runs), the overrides
 common to every run, the runs it needs first (``needs``: e.g. the teacher, at its default run directory),
@@ -60,16 +60,21 @@ class Study:
             raise ConfigError(f"{path}: {' '.join(str(err).split())}") from None
         return cls(**raw)
 
-    def runs(self, extra: list[str], only: list[str] | None = None) -> list[tuple[str, list[str], bool]]:
+    def runs(self, extra: list[str], only: list[str] | None = None,
+             seeds: list[int] | None = None) -> list[tuple[str, list[str], bool]]:
         """(name, overrides, is a row) of every run in order: needs first, then each row (of ``only``, when given) at
-        each seed."""
+        each seed (of ``seeds``, when given)."""
         if unknown := sorted(set(only or []) - set(self.rows)):
             raise ConfigError(f"--rows {','.join(unknown)}: not a row of study {self.name}; its rows: {', '.join(self.rows)}")
+        # only the study's own seeds: its rule was written for them, and its table's means are over them
+        if unknown := sorted(set(seeds or []) - set(self.seeds)):
+            raise ConfigError(f"--seeds {','.join(map(str, unknown))}: not a seed of study {self.name}; its seeds: "
+                              f"{', '.join(map(str, self.seeds)) or 'none (each row runs once, at the config seed)'}")
         out = [(name, [*self.common, *overrides, *extra], False) for name, overrides in self.needs.items()]
         for row, overrides in self.rows.items():
             if only and row not in only:
                 continue
-            for seed in self.seeds or [None]:
+            for seed in [s for s in self.seeds if not seeds or s in seeds] or [None]:
                 name = row if seed is None else f"{row}_seed{seed}"
                 seeded = [f"train.seed={seed}"] if seed is not None else []
                 out.append((name, [*self.common, *self.row_common, *overrides, *seeded, *extra,
@@ -105,10 +110,12 @@ def shell(overrides: list[str]) -> str:
     return shlex.join(["python", "-m", "distill", *overrides])
 
 
-def run_study(study: Study, extra: list[str], keep: Path | None = None, only: list[str] | None = None) -> Path:
+def run_study(study: Study, extra: list[str], keep: Path | None = None, only: list[str] | None = None,
+              seeds: list[int] | None = None) -> Path:
     """Run what is missing, then the table; returns the directory the rows live in."""
     # every run composed before the first starts: a bad override fails the study at once
-    planned = [(name, overrides, row, _compose(study, name, overrides)) for name, overrides, row in study.runs(extra, only)]
+    planned = [(name, overrides, row, _compose(study, name, overrides))
+               for name, overrides, row in study.runs(extra, only, seeds)]
     for name, _, _, cfg in planned:
         _check_done_run(study, name, cfg)
     for name, overrides, _, cfg in planned:
@@ -151,13 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="overrides for every run, e.g. runs_root=runs/exp")
     parser.add_argument("--keep", help="copy what each row's figures need here (distill.report.keep_run), and its table")
     parser.add_argument("--rows", help="run only these rows (comma-separated), and the needs")
+    parser.add_argument("--seeds", help="run only these of the study's seeds (comma-separated), e.g. --seeds 1")
     parser.add_argument("--list", action="store_true", help="print the runs and their commands, run nothing")
     args = parser.parse_intermixed_args(argv)  # overrides and options in any order
     study = Study.load(args.study)
     only = args.rows.split(",") if args.rows else None
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+    except ValueError:
+        raise ConfigError(f"--seeds {args.seeds}: give whole numbers separated by commas, e.g. --seeds 1,2") from None
     if args.list:
-        for name, overrides, _ in study.runs(args.overrides, only):
+        for name, overrides, _ in study.runs(args.overrides, only, seeds):
             print(f"{name}: {shell(overrides)}")
         return 0
-    run_study(study, args.overrides, Path(args.keep) if args.keep else None, only)
+    run_study(study, args.overrides, Path(args.keep) if args.keep else None, only, seeds)
     return 0

@@ -108,6 +108,23 @@ def test_a_bad_study_fails_before_any_run(tmp_path):
         Study.load(str(path))
 
 
+def test_rows_and_seeds_pick_runs_of_the_study_and_nothing_else(tmp_path, capsys):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(STUDY.format(path=path, data="d", runs="r", teacher="t"))
+    assert main([str(path), "--list", "--rows", "lr_high", "--seeds", "2"]) == 0
+    listed = [line.split(":")[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == ["teacher", "lr_high_seed2"]  # the needs always come first
+    study = Study.load(str(path))
+    assert [name for name, _, row in study.runs([], seeds=[1]) if row] == ["lr_low_seed1", "lr_high_seed1"]
+    assert "train.seed=1" in study.runs([], ["lr_low"], [1])[-1][1]
+    with pytest.raises(ConfigError, match=r"--seeds 3: not a seed of study tiny; its seeds: 1, 2"):
+        main([str(path), "--list", "--seeds", "1,3"])
+    with pytest.raises(ConfigError, match=r"--seeds one: give whole numbers"):
+        main([str(path), "--list", "--seeds", "one"])
+    with pytest.raises(ConfigError, match=r"--rows lr_mid: not a row of study tiny; its rows: lr_low, lr_high"):
+        main([str(path), "--list", "--rows", "lr_mid"])
+
+
 def test_every_shipped_study_composes():
     for path in sorted((Path(__file__).parents[1] / "distill" / "studies").glob("*.yaml")):
         study = Study.load(path.stem)
