@@ -9,7 +9,8 @@ is not run again and an unfinished one resumes from its last checkpoint, so an i
 stopped; a finished run made with other settings stops the study before anything runs. Each run directory keeps
 the command that made it (``command.txt``) beside its ``config.yaml``. ``--keep results/<name>`` copies what each row's
 figures need there (``distill.report.keep_run``: ``metrics.json``, ``config.yaml``, ``command.txt``, ``log.jsonl``,
-...), and the needs' under ``needs/``, and writes the table (``table.md``) from those copies alone, which
+...), and the needs' under ``needs/`` (a need kept there from another run directory stays: the earlier rows
+used it), and writes the table (``table.md``) from those copies alone, which
 ``python -m distill report --compare results/<name>`` rebuilds: the rows, then where every run's wall time went and
 what the whole study took.
 """
@@ -105,6 +106,15 @@ def _check_done_run(study: Study, name: str, cfg) -> None:
                           f"the study another runs_root=, or move {run_dir} aside to run it again")
 
 
+def _kept_from_elsewhere(kept: Path, cfg) -> str | None:
+    """The run directory a need already kept at ``kept`` came from, when it is not this study's (a study kept in
+    parts from two runs roots): that need is what the earlier kept rows used, so ``--keep`` must not swap it."""
+    if not (kept / "config.yaml").is_file():
+        return None
+    source = OmegaConf.load(kept / "config.yaml").get("run_dir")
+    return str(source) if source and Path(str(source)) != Path(cfg.run_dir) else None
+
+
 def shell(overrides: list[str]) -> str:
     """The command line that runs these overrides, quoted for a shell."""
     return shlex.join(["python", "-m", "distill", *overrides])
@@ -118,6 +128,11 @@ def run_study(study: Study, extra: list[str], keep: Path | None = None, only: li
                for name, overrides, row in study.runs(extra, only, seeds)]
     for name, _, _, cfg in planned:
         _check_done_run(study, name, cfg)
+    kept_elsewhere = {name: kept for name, _, row, cfg in planned
+                      if keep is not None and not row and (kept := _kept_from_elsewhere(keep / "needs" / name, cfg))}
+    for name, kept in kept_elsewhere.items():
+        print(f"{study.name}: {keep / 'needs' / name} keeps {kept}, which the study's earlier rows used; it stays, and "
+              f"the rows run now say in their config.yaml which {name} they used", file=sys.stderr)
     for name, overrides, _, cfg in planned:
         run_dir = Path(cfg.run_dir)
         if (run_dir / "metrics.json").is_file():
@@ -142,7 +157,7 @@ def run_study(study: Study, extra: list[str], keep: Path | None = None, only: li
             keep_run(run_dir, keep / name)
         # the runs the rows needed (the teacher...), for the time the whole study took (report.stage_times)
         for name, _, row, cfg in planned:
-            if not row:
+            if not row and name not in kept_elsewhere:
                 keep_run(Path(cfg.run_dir), keep / "needs" / name)
         table_dir = keep
     table = comparison(table_dir)

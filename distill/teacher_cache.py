@@ -497,6 +497,10 @@ def teacher_for_phases(phases, ds, teacher: FrozenTeacher, identity, layer_map: 
     if not any(cacheable):
         return ds, {id(p): teacher for p in phases}, TeacherStores([])
     ds = ds.add_column(INDEX_COLUMN, list(range(len(ds))), new_fingerprint=Hasher.hash((ds._fingerprint, INDEX_COLUMN)))
+    # a teacher run under bf16/fp16 autocast gives other numbers (MPNet's logits move by about 0.03 in bf16): its
+    # stores are its own, so an fp32 run never reads them (fp32 stores keep their key: no cache is invalidated)
+    if train_cfg.mixed_precision != "no":
+        identity = (identity, train_cfg.mixed_precision)
     logits = LogitStore.for_data(ds, teacher, identity, root) if any(
         c and LOGITS in r for c, r in zip(cacheable, reads)) else None
     # the teacher layer whose Q, K, V a cacheable phase reads (relation): one per run, like the layer map

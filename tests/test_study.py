@@ -77,6 +77,14 @@ def test_a_study_runs_once_records_its_commands_and_keeps_its_table(tmp_path, ca
         main([str(path)])
     assert {p: p.stat().st_mtime_ns for p in rows.rglob("metrics.json")} == stamps
 
+    # kept in parts from another runs root: the kept teacher stays the one the earlier rows used, and the run says so
+    kept_teacher = (kept / "needs" / "teacher" / "config.yaml").read_text()
+    capsys.readouterr()
+    assert main([str(path), f"runs_root={tmp_path / 'other'}", "--rows", "lr_low", "--seeds", "1", "--keep", str(kept)]) == 0
+    assert f"keeps {tmp_path / 'runs' / 'teacher' / 'sst2'}, which the study's earlier rows used" in capsys.readouterr().err
+    assert (kept / "needs" / "teacher" / "config.yaml").read_text() == kept_teacher
+    assert f"run_dir: {tmp_path / 'other'}/tiny/lr_low_seed1" in (kept / "lr_low_seed1" / "config.yaml").read_text()
+
 
 def test_settings_compare_one_by_one_lists_of_values_whole_and_phases_counted(tmp_path):
     from omegaconf import OmegaConf

@@ -155,6 +155,14 @@ def test_phases_get_the_cache_they_can_read(teacher, tokenizer, padded_batch, tm
     _, off, _ = teacher_for_phases(phases, rows_of(padded_batch), teacher, "t", layer_map, LossOptions(),
                                    TrainConfig(cache_teacher_layers=False), tmp_path)
     assert off[id(layers)] is teacher and isinstance(off[id(logits)], WriteThroughTeacher)
+    # a teacher under autocast stores other numbers: its own stores, and fp32's keep their place
+    _, again, _ = teacher_for_phases(phases, rows_of(padded_batch), teacher, "t", layer_map, LossOptions(),
+                                     TrainConfig(), tmp_path)
+    _, bf16, _ = teacher_for_phases(phases, rows_of(padded_batch), teacher, "t", layer_map, LossOptions(),
+                                    TrainConfig(mixed_precision="bf16"), tmp_path)
+    assert again[id(logits)].logits.directory == chosen[id(logits)].logits.directory
+    assert bf16[id(logits)].logits.directory != chosen[id(logits)].logits.directory
+    assert bf16[id(layers)].layers.directory != chosen[id(layers)].layers.directory
 
 
 def test_a_layer_store_keeps_only_what_the_terms_read(teacher, tokenizer, padded_batch, tmp_path):
