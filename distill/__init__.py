@@ -4,7 +4,8 @@
 import sys
 
 # the command's subcommands: words -> the module whose ``main(argv) -> int`` parses the rest (distill.cli)
-TOOLS = {("bench",): "distill.bench", ("bench", "train"): "distill.reference.bench_train", ("cache",): "distill.caches",
+TOOLS = {("bench",): "distill.bench", ("bench", "train"): "distill.reference.bench_train",
+         ("bench", "precision"): "distill.bench_precision", ("cache",): "distill.caches",
          ("convert", "albert-tf"): "distill.albert_tf",
          ("export",): "distill.export", ("report",): "distill.report", ("study",): "distill.study"}
 

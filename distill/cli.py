@@ -3,7 +3,8 @@
 - ``python -m distill [stage=...] [key=value ...]``: run a stage, configured by Hydra overrides of
   ``distill/conf`` (``-m`` sweeps, ``--help`` lists the config groups, ``--cfg job`` prints the config).
 - ``python -m distill bench <model dirs> ...``: latency, parameters and FLOPs of saved classifiers;
-  ``python -m distill bench train ...``: training throughput against the TinyBERT setup.
+  ``python -m distill bench train ...``: training throughput against the TinyBERT setup;
+  ``python -m distill bench precision <model dir> --data ...``: whether bf16 autocast pays on this CPU.
 - ``python -m distill export onnx <model dir> ...``: ONNX export, parity check, int8.
 - ``python -m distill report <runs dir> ...``: a sweep's table, CSV and Pareto plot.
 - ``python -m distill cache list|clear``: the teacher caches and their sizes; removing them.

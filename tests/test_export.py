@@ -186,6 +186,25 @@ def test_benchmark_on_sentences_uses_real_lengths(student_dir):
         benchmark([str(student_dir)], texts, 8, threads=1, repeats=2, onnx=False)
 
 
+def test_bench_precision_runs_both_precisions_on_the_same_batches(student_dir, tmp_path, capsys):
+    """bf16 really is on in its rows (its logits move off fp32's, by bf16's rounding and no more), both precisions
+    are timed on every batch, and a file too small for the calls asked is one line before any model loads."""
+    data = tmp_path / "sentences.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"the film number {i} was {'very ' * (i % 5)}good\t1\n" for i in range(12)))
+    out = tmp_path / "precision.json"
+    assert distill_cli(["bench", "precision", str(student_dir), "--data", str(data), "--batch-size", "4", "--calls", "2",
+                        "--threads", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [r["measure"] for r in report["rows"]] == ["forward (teacher pass)", "training step"]
+    assert all(r["fp32_ms"] > 0 and r["bf16_ms"] > 0 and r["speedup"] == r["fp32_ms"] / r["bf16_ms"]
+               for r in report["rows"])
+    assert 0 < report["max_logit_difference"] < 0.05  # on, and rounding only (bf16 keeps about 3 digits)
+    assert "| training step |" in capsys.readouterr().out
+    assert distill_cli(["bench", "precision", str(student_dir), "--data", str(data), "--batch-size", "4",
+                        "--calls", "3"]) == 2
+    assert "12 sentences, 16 needed for --calls 3 at --batch-size 4" in capsys.readouterr().err
+
+
 def test_missing_onnx_packages_are_one_line(student_dir, monkeypatch, capsys):
     import importlib.util
 
