@@ -24,7 +24,7 @@ import torch
 from distill.data import read_texts
 from distill.errors import ConfigError
 from distill.files import write_json
-from distill.hf import check_model_dir, load_classifier
+from distill.hf import load_classifier
 
 
 def cpu_flags() -> list[str]:
@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     if len(texts) < n * args.batch_size:
         raise ConfigError(f"--data {args.data}: {len(texts)} sentences, {n * args.batch_size} needed for --calls "
                           f"{args.calls} at --batch-size {args.batch_size}; give a larger file or fewer --calls")
-    check_model_dir(args.model_dir)
     model, tokenizer = load_classifier(args.model_dir, attn_implementation=None)  # the model's own, as training runs it
     batches = [tokenizer(texts[i * args.batch_size:(i + 1) * args.batch_size], padding=True, truncation=True,
                          max_length=64, return_tensors="pt") for i in range(n)]
