@@ -7,20 +7,21 @@
 native bf16 (``avx512_bf16`` or AMX in ``/proc/cpuinfo``) the matrix products run in bf16; without it they are
 emulated and slower than fp32. This script answers the question for the machine it runs on, before an hour-long
 run does: batches of real sentences (padded to the batch's longest, at most 64 tokens, as the task stage does),
-the two precisions taking turns call by call (fp32 batch i, bf16 batch i, ...) so that a change in the machine's
-speed falls on both, medians over ``--calls`` calls after one untimed call of each, and how far bf16's logits land
-from fp32's on the first batch (the teacher's stored targets move by that much).
+the two precisions taking turns call by call (fp32 batch i, bf16 batch i, ...: ``distill.bench``'s
+``interleaved_timings``) so that a change in the machine's speed falls on both, medians over ``--calls`` calls after
+``bench.WARMUP`` untimed ones of each, and how far bf16's logits land from fp32's on the first batch (the teacher's
+stored targets move by that much).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from distill.bench import WARMUP, interleaved_timings
 from distill.data import read_texts
 from distill.errors import ConfigError
 from distill.files import write_json
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     texts = read_texts(args.data)
-    n = args.calls + 1
+    n = WARMUP + args.calls
     if len(texts) < n * args.batch_size:
         raise ConfigError(f"--data {args.data}: {len(texts)} sentences, {n * args.batch_size} needed for --calls "
                           f"{args.calls} at --batch-size {args.batch_size}; give a larger file or fewer --calls")
@@ -69,21 +70,15 @@ def main(argv: list[str] | None = None) -> int:
 
     fp32, bf16 = forward(batches[0], False), forward(batches[0], True)
     report = {"model_dir": str(args.model_dir), "batch_size": args.batch_size, "threads": args.threads,
-              "calls": args.calls, "cpu_bf16_flags": cpu_flags(), "torch": torch.__version__,
+              "calls": args.calls, "warmup": WARMUP, "cpu_bf16_flags": cpu_flags(), "torch": torch.__version__,
               "max_logit_difference": float((fp32 - bf16).abs().max()),
               "same_class": float((fp32.argmax(-1) == bf16.argmax(-1)).float().mean()), "rows": []}
     for name, fn in (("forward (teacher pass)", forward), ("training step", train_step)):
-        times = {False: [], True: []}
-        fn(batches[0], False), fn(batches[0], True)  # untimed: first-call allocations and kernel choice
-        for batch in batches[1:]:
-            for use_bf16 in (False, True):
-                started = time.perf_counter()
-                fn(batch, use_bf16)
-                times[use_bf16].append(time.perf_counter() - started)
-        fp32_ms, bf16_ms = (1000 * statistics.median(times[b]) for b in (False, True))
+        times = interleaved_timings([lambda batch: fn(batch, False), lambda batch: fn(batch, True)], [batches, batches])
+        fp32_ms, bf16_ms = (1000 * statistics.median(seconds) for seconds in times)
         report["rows"].append({"measure": name, "fp32_ms": fp32_ms, "bf16_ms": bf16_ms, "speedup": fp32_ms / bf16_ms})
     print(f"{args.model_dir}, batch {args.batch_size}, {args.threads} threads, median of {args.calls} interleaved "
-          f"calls; CPU bf16 flags: {', '.join(report['cpu_bf16_flags']) or 'none'}")
+          f"calls after {WARMUP} untimed; CPU bf16 flags: {', '.join(report['cpu_bf16_flags']) or 'none'}")
     print(f"bf16 logits against fp32's on {args.batch_size} sentences: max |difference| "
           f"{report['max_logit_difference']:.4f}, same class for {100 * report['same_class']:.1f}%")
     print("| measure | fp32 ms | bf16 ms | bf16 speed-up |\n|---|---|---|---|")

@@ -79,7 +79,20 @@ def _read_file(path: Path, task: TaskConfig) -> tuple[Dataset, int]:
         message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise ConfigError(f"{path}: cannot be read as {suffix[1:]} ({message})") from None
     # line of row 0 (1-based): after the header row, if the file has one
-    return ds, 2 if reader in TABULAR and not task.column_names else 1
+    return by_content(ds, [path], (reader, kwargs)), 2 if reader in TABULAR and not task.column_names else 1
+
+
+def by_content(ds: Dataset, paths: list, how) -> Dataset:
+    """``ds``, read from the local files ``paths`` as ``how`` says, fingerprinted by their content and ``how``.
+
+    The teacher's stored outputs and the augmentation are keyed by the fingerprint, and datasets' own fingerprint
+    of a local file holds its path and modification time: the same data copied, unpacked again or re-mounted would
+    recompute them, and a run resumed after that would not find the teacher outputs its checkpoint knew (it ran
+    MPNet live over SST-2 for a second epoch). A file rewritten in place gets a new content hash, so a changed file
+    never reads an old cache. (The tokenized rows are still written beside datasets' read of the file, so a copy
+    tokenizes again: seconds.)"""
+    key = (file_hashes([Path(p) for p in paths]), how)
+    return ds.select(range(len(ds)), new_fingerprint=Hasher.hash(key))
 
 
 def _validate(ds: Dataset, task: TaskConfig, where: str, first_line: int | None) -> Dataset:
@@ -370,7 +383,7 @@ def _corpus_text(corpus: CorpusConfig, task: TaskConfig) -> Dataset:
     parts = []
     files = [str(fetch(name) / f"{name}.txt") for name in corpus.fetch] + list(corpus.files)
     if files:
-        parts.append(load_dataset("text", data_files=files, split="train"))
+        parts.append(by_content(load_dataset("text", data_files=files, split="train"), files, "text"))
     if corpus.hub_name:
         hub = load_dataset(corpus.hub_name, corpus.hub_config, split=corpus.hub_split)
         parts.append(hub.select_columns([corpus.hub_text_field]).rename_column(corpus.hub_text_field, "text"))

@@ -258,6 +258,32 @@ def test_cache_identity_follows_the_files_not_the_path(tmp_path):
     assert path_identity("org/hub-model") == ["org/hub-model"]
 
 
+def test_the_data_caches_follow_the_files_content_not_their_times(tmp_path, tokenizer):
+    """A task's files touched, copied elsewhere or re-mounted (new modification times, new inodes) keep the
+    fingerprint the stored teacher outputs are keyed by; one changed byte does not."""
+    import os
+    import shutil
+
+    original = tmp_path / "a"
+    original.mkdir()
+    write(original / "train.tsv", "sentence\tlabel\n" + "".join(f"good movie {i}\t{i % 2}\n" for i in range(20)))
+    write(original / "dev.tsv", "sentence\tlabel\nbad\t0\n")
+    task = task_for(original)
+    first = load_task(task)["train"]
+    tokenized = tokenize_task(load_task(task), task, tokenizer)["train"]
+    later = os.stat(original / "train.tsv").st_mtime_ns + 10**10
+    os.utime(original / "train.tsv", ns=(later, later))
+    assert load_task(task)["train"]._fingerprint == first._fingerprint
+    copy = tmp_path / "b"
+    shutil.copytree(original, copy)  # new paths, inodes and times
+    assert load_task(task_for(copy))["train"]._fingerprint == first._fingerprint
+    # the teacher stores are keyed by the tokenized data's fingerprint (the tokenized rows themselves are written
+    # beside datasets' read of the file, so a copy tokenizes again: seconds, against a teacher pass of minutes)
+    assert tokenize_task(load_task(task_for(copy)), task_for(copy), tokenizer)["train"]._fingerprint == tokenized._fingerprint
+    write(copy / "train.tsv", (copy / "train.tsv").read_text().replace("good movie 7\t1", "good movie 7\t0"))
+    assert load_task(task_for(copy))["train"]._fingerprint != first._fingerprint
+
+
 def test_a_hub_teacher_is_identified_by_the_revision_it_resolves_to(tmp_path, monkeypatch):
     """A hub name stands for whatever revision the local hub cache holds: a new revision gets new caches."""
     import datasets

@@ -190,7 +190,7 @@ def test_bench_precision_runs_both_precisions_on_the_same_batches(student_dir, t
     """bf16 really is on in its rows (its logits move off fp32's, by bf16's rounding and no more), both precisions
     are timed on every batch, and a file too small for the calls asked is one line before any model loads."""
     data = tmp_path / "sentences.tsv"
-    data.write_text("sentence\tlabel\n" + "".join(f"the film number {i} was {'very ' * (i % 5)}good\t1\n" for i in range(12)))
+    data.write_text("sentence\tlabel\n" + "".join(f"the film number {i} was {'very ' * (i % 5)}good\t1\n" for i in range(24)))
     out = tmp_path / "precision.json"
     assert distill_cli(["bench", "precision", str(student_dir), "--data", str(data), "--batch-size", "4", "--calls", "2",
                         "--threads", "1", "--json", str(out)]) == 0
@@ -201,8 +201,8 @@ def test_bench_precision_runs_both_precisions_on_the_same_batches(student_dir, t
     assert 0 < report["max_logit_difference"] < 0.05  # on, and rounding only (bf16 keeps about 3 digits)
     assert "| training step |" in capsys.readouterr().out
     assert distill_cli(["bench", "precision", str(student_dir), "--data", str(data), "--batch-size", "4",
-                        "--calls", "3"]) == 2
-    assert "12 sentences, 16 needed for --calls 3 at --batch-size 4" in capsys.readouterr().err
+                        "--calls", "4"]) == 2  # 3 untimed calls (bench.WARMUP) and 4 timed, of 4 sentences each
+    assert "24 sentences, 28 needed for --calls 4 at --batch-size 4" in capsys.readouterr().err
 
 
 def test_missing_onnx_packages_are_one_line(student_dir, monkeypatch, capsys):
