@@ -187,8 +187,9 @@ def test_benchmark_on_sentences_uses_real_lengths(student_dir):
 
 
 def test_bench_precision_runs_both_precisions_on_the_same_batches(student_dir, tmp_path, capsys):
-    """bf16 really is on in its rows (its logits move off fp32's, by bf16's rounding and no more), both precisions
-    are timed on every batch, and a file too small for the calls asked is one line before any model loads."""
+    """bf16 really is on in its rows (its logits move off fp32's, by bf16's rounding and no more), and a file too
+    small for the calls asked is one line before any model loads. (The precisions take turns on every batch through
+    bench.interleaved_timings: test_models_take_turns_call_by_call_so_drift_falls_on_all_alike.)"""
     data = tmp_path / "sentences.tsv"
     data.write_text("sentence\tlabel\n" + "".join(f"the film number {i} was {'very ' * (i % 5)}good\t1\n" for i in range(24)))
     out = tmp_path / "precision.json"
