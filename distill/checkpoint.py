@@ -60,6 +60,9 @@ class Progress:
     epochs: list = field(default_factory=list)
     epoch_start_examples: int = 0
     epoch_start_seconds: float = 0.0
+    # wall time of the whole run at this checkpoint, every process of it together: a resumed run carries it on, so
+    # its metrics.json's wall_seconds covers the run, not only the part after the resume (0.0: an older checkpoint)
+    run_seconds: float = 0.0
 
 
 def rng_state() -> dict:

@@ -487,10 +487,12 @@ def stage_times(root: Path) -> list[str]:
         sources = [p for p in (m.get("teacher_outputs") or {}).values() if isinstance(p, dict)]
         live = sum(p.get("live_batches", 0) for p in sources) if sources else "-"  # '-': no stored teacher outputs
         known = sum(v for v in parts.values() if v)
-        # a resumed run's wall time counts from its resume, its training times from its start: no rest to tell
-        resumed = m.get("resumed_at_step")
-        rest, wall = ("-", f"{_minutes(m['wall_seconds'])} (from step {resumed})") if resumed is not None else \
-            (_minutes(m["wall_seconds"] - known), _minutes(m["wall_seconds"]))
+        rest, wall = _minutes(m["wall_seconds"] - known), _minutes(m["wall_seconds"])
+        if (resumed := m.get("resumed_at_step")) is not None:
+            # an older version's resumed run counted its wall time from the resume, its training times from the
+            # start: no rest to tell
+            rest, wall = (rest, f"{wall} (resumed at step {resumed})") if m.get("wall_seconds_before_resume") else \
+                ("-", f"{wall} (from step {resumed})")
         rows.append(f"| {run} | {m['stage']} | {live} | "
                     + " | ".join(_minutes(v) for v in parts.values()) + f" | {rest} | {wall} |")
         total += m["wall_seconds"]
@@ -498,8 +500,9 @@ def stage_times(root: Path) -> list[str]:
         return []
     return ["", "Wall time per run, in minutes (live teacher batches: those that ran the teacher, in the first epoch; "
             "0: every teacher output read from a store; '-': none stored. Elsewhere '-': not recorded by the run's "
-            "version, so counted in the rest; 'from step N': the run was resumed there and its wall time counts "
-            "from the resume, its training times from its start):", "",
+            "version, so counted in the rest; 'resumed at step N': its processes' times up to that checkpoint and "
+            "the resumed one's, the work redone after it counted once; 'from step N': resumed there by an older "
+            "version, its wall time counting from the resume, its training times from its start):", "",
             "| run | stage | live teacher batches | augmentation | first epoch | later epochs | evaluation | benchmark | "
             "rest | wall |", "|---|---|---|---|---|---|---|---|---|---|", *rows,
             f"| all runs | | | | | | | | | {_minutes(total)} |"]

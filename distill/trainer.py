@@ -123,6 +123,9 @@ class TrainContext:
     # called with (metrics, step) after each evaluation; keeps the best model. Its ``best`` and
     # ``best_step`` attributes travel in checkpoints (see distill.run.BestCheckpoint)
     best: Callable[[dict[str, float], int], None] | None = None
+    # time.perf_counter() when the run began, as if all of it ran in this process (a resumed run's is moved back by
+    # the wall time its checkpoint carried): what checkpoints record as the run's wall time so far
+    run_started: float = 0.0
     # the teacher's stored outputs (distill.teacher_cache.TeacherStores): flushed with every checkpoint, and what
     # the run knew to be stored travels in it
     teacher_stores: object | None = None
@@ -317,6 +320,7 @@ class _Phase:
         self.watch.check(self.phase.name, ctx.checkpoints.latest())
         started = time.perf_counter()
         progress.seconds = started - self.clock
+        progress.run_seconds = started - ctx.run_started
         progress.log_bytes = ctx.log.size()
         progress.running = {k: float(v) for k, v in progress.running.items()}  # tensors summed on the device
         if ctx.best is not None:

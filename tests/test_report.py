@@ -181,9 +181,14 @@ def test_stage_times_split_each_runs_wall_time_and_add_up_the_study(tmp_path):
     # the teacher: no augmentation or benchmark recorded, so the rest is the wall minus training and evaluation
     assert "| needs/teacher | teacher | - | 0.0 | 10.0 | 0.0 | 1.0 | - | 1.0 | 12.0 |" in lines
     assert lines[-1] == "| all runs | | | | | | | | | 19.0 |"
-    # resumed: its wall time counts from the resume, its epochs from the start, so no rest is made up from them
+    # resumed by an older version: its wall time counts from the resume, its epochs from the start, so no rest is
+    # made up from them
     (tmp_path / "row" / "metrics.json").write_text(json.dumps({**task, "wall_seconds": 300.0, "resumed_at_step": 40}))
     assert "| row | task | 7 | 0.5 | 2.0 | 2.0 | 0.6 | 0.9 | - | 5.0 (from step 40) |" in stage_times(tmp_path)
+    # resumed with its earlier wall time carried: the whole run, so the rest is told again
+    (tmp_path / "row" / "metrics.json").write_text(json.dumps({**task, "wall_seconds": 480.0, "resumed_at_step": 40,
+                                                                "wall_seconds_before_resume": 200.0}))
+    assert "| row | task | 7 | 0.5 | 2.0 | 2.0 | 0.6 | 0.9 | 2.0 | 8.0 (resumed at step 40) |" in stage_times(tmp_path)
 
 
 def test_keep_copies_what_the_figures_need_and_reports_from_the_copies(tmp_path, capsys):

@@ -11,6 +11,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from distill.testing import write_tiny_workspace
 REPO = Path(__file__).resolve().parents[1]
 TIMING = ("train_seconds", "train_examples_per_second", "examples_per_second", "eval_seconds", "checkpoint_seconds", "rss_mb",
           "seconds", "first_epoch_examples_per_second", "later_epochs_examples_per_second", "wall_seconds",
-          "resumed_at_step", "seconds_after_training")
+          "resumed_at_step", "wall_seconds_before_resume", "seconds_after_training")
 
 KILLER = '''
 import os, signal
@@ -134,7 +135,9 @@ def assert_same(run_dir: Path, reference) -> None:
 @pytest.mark.parametrize("kill_at", [2, 3])  # mid-phase 1; at the end of phase 1 (7 steps: checkpoints 3, 6, 7)
 def test_sigkill_then_resume_equals_uninterrupted(setup, reference, kill_at):
     run_dir = setup / "runs" / f"killed-{kill_at}"
+    began = time.perf_counter()
     killed = cli(setup, run_dir, kill=("KILL", kill_at))
+    killed_seconds = time.perf_counter() - began
     assert killed.returncode == -signal.SIGKILL
     assert not (run_dir / "metrics.json").exists()
     # without resume, the unfinished run is not silently restarted
@@ -143,9 +146,13 @@ def test_sigkill_then_resume_equals_uninterrupted(setup, reference, kill_at):
     resumed = cli(setup, run_dir, "resume=true")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same(run_dir, reference)
-    # metrics.json says where the resumed part began (its wall_seconds counts from there)
+    # metrics.json says where the resumed part began, and its wall time carries the killed process's up to the
+    # checkpoint it resumed from (less than that process lived: it went on past the checkpoint, and started Python)
     step = int(re.search(r"resuming from .* step (\d+)\)", resumed.stdout + resumed.stderr).group(1))
-    assert json.loads((run_dir / "metrics.json").read_text())["resumed_at_step"] == step > 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["resumed_at_step"] == step > 0
+    assert 0 < metrics["wall_seconds_before_resume"] < killed_seconds
+    assert metrics["wall_seconds"] > metrics["wall_seconds_before_resume"]
 
 
 def test_kill_while_writing_checkpoint_resumes_from_previous(setup, reference):
