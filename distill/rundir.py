@@ -44,9 +44,6 @@ class Run:
     checked: Checked
     # the checkpoint to continue from, or None for a fresh start
     resume: dict | None = None
-    # when the run started (after the checks), as if all of it ran in this process: metrics.json's wall_seconds
-    # counts from here (a resumed run's is moved back by the wall time its checkpoint carried)
-    started: float = 0.0
     # the step a resumed run continued from (None: a fresh start); the checkpoint's progress moves on as it trains
     resumed_at_step: int | None = None
     # the wall time the earlier processes had spent up to that checkpoint (0.0: a checkpoint too old to say)
@@ -189,9 +186,8 @@ def start(cfg: Config) -> Run:
         write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     # the work after the resumed checkpoint is done again here, so the killed process's time past it is not counted
     carried = resume["progress"].run_seconds if resume is not None else 0.0
-    started = time.perf_counter() - carried
-    return Run(cfg, run_dir, TrainContext(accelerator, metrics_log, checkpoints, run_started=started), checked, resume,
-               started, resume["progress"].step if resume is not None else None, carried)
+    train = TrainContext(accelerator, metrics_log, checkpoints, run_started=time.perf_counter() - carried)
+    return Run(cfg, run_dir, train, checked, resume, resume["progress"].step if resume is not None else None, carried)
 
 
 def save_model(model: nn.Module, tokenizer, target: Path, projections=None) -> None:
@@ -208,7 +204,7 @@ def finish(run: Run, metrics: dict) -> dict:
     """Write ``metrics.json`` (whole or not at all); print the run directory as the last line."""
     # the whole run: loading, caches, training, evaluation, benchmark (a resumed run: its earlier processes' time up
     # to the checkpoint it resumed from, then this one's)
-    metrics["wall_seconds"] = time.perf_counter() - run.started
+    metrics["wall_seconds"] = time.perf_counter() - run.train.run_started
     if run.resumed_at_step is not None:
         metrics["resumed_at_step"] = run.resumed_at_step
         if run.carried_seconds:  # absent: an older checkpoint, so wall_seconds covers only the part after the resume

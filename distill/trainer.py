@@ -123,8 +123,9 @@ class TrainContext:
     # called with (metrics, step) after each evaluation; keeps the best model. Its ``best`` and
     # ``best_step`` attributes travel in checkpoints (see distill.run.BestCheckpoint)
     best: Callable[[dict[str, float], int], None] | None = None
-    # time.perf_counter() when the run began, as if all of it ran in this process (a resumed run's is moved back by
-    # the wall time its checkpoint carried): what checkpoints record as the run's wall time so far
+    # time.perf_counter() when the run began (after the checks), as if all of it ran in this process (a resumed run's
+    # is moved back by the wall time its checkpoint carried): checkpoints record the run's wall time so far from it,
+    # and metrics.json's wall_seconds counts from it
     run_started: float = 0.0
     # the teacher's stored outputs (distill.teacher_cache.TeacherStores): flushed with every checkpoint, and what
     # the run knew to be stored travels in it
