@@ -488,11 +488,12 @@ def stage_times(root: Path) -> list[str]:
         live = sum(p.get("live_batches", 0) for p in sources) if sources else "-"  # '-': no stored teacher outputs
         known = sum(v for v in parts.values() if v)
         rest, wall = _minutes(m["wall_seconds"] - known), _minutes(m["wall_seconds"])
-        if (resumed := m.get("resumed_at_step")) is not None:
+        if (resumed := m.get("resumed_at_step")) is not None and m.get("wall_seconds_before_resume"):
+            wall += f" (resumed at step {resumed})"
+        elif resumed is not None:
             # an older version's resumed run counted its wall time from the resume, its training times from the
             # start: no rest to tell
-            rest, wall = (rest, f"{wall} (resumed at step {resumed})") if m.get("wall_seconds_before_resume") else \
-                ("-", f"{wall} (from step {resumed})")
+            rest, wall = "-", f"{wall} (from step {resumed})"
         rows.append(f"| {run} | {m['stage']} | {live} | "
                     + " | ".join(_minutes(v) for v in parts.values()) + f" | {rest} | {wall} |")
         total += m["wall_seconds"]
