@@ -32,3 +32,13 @@ def test_each_yaml_opens_with_its_command():
     for path in CONF.rglob("*.yaml"):
         lines = [line for line in path.read_text().splitlines() if not line.startswith("# @package")]
         assert lines[0].startswith("# python -m distill"), path
+
+
+def test_base_teacher_restates_fasts_phase_with_its_own_learning_rate_alone():
+    """recipe=base_teacher restates recipe=fast's phase (a Hydra list is replaced whole) to lower its peak rate
+    (mpnet_lr): with that rate put back, the two recipes compose to the same phases, so a change to fast's phase
+    that base_teacher's copy misses fails here."""
+    base = compose_config(["recipe=base_teacher"])
+    fast = compose_config(["recipe=fast", f"stage.phases.0.lr={base.stage.phases[0].lr}"])
+    assert base.stage.phases[0].lr == 1.0e-4 != compose_config(["recipe=fast"]).stage.phases[0].lr
+    assert base.stage.phases == fast.stage.phases
