@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import shutil
 from collections import defaultdict
@@ -354,16 +355,18 @@ ABLATION = re.compile(r"(<!-- ablation: (?P<base>\S+) (?P<dirs>[^>]+?) -->\n)(?P
 RESULT_BLOCKS = (BLOCK, ABLATION)
 
 
-def update_blocks(text: str, base: Path, write: bool = True) -> str:
+def update_blocks(text: str, base: Path, write: bool = True, page_dir: Path | None = None) -> str:
     """``text`` with each front block's body rebuilt from the kept runs below its directories (relative to
-    ``base``): ``front_table``, then a link to the plot (``write``: also write the full report, table, CSV and
+    ``base``): ``front_table``, then a link to the plot, relative to ``page_dir`` (the file's directory; default
+    ``base``) so it resolves from a page under docs/ too (``write``: also write the full report, table, CSV and
     plot, to the block's OUT directory); and each ablation block's body, ``ablation_table``."""
     def rebuilt(match: re.Match) -> str:
         dirs = [base / d for d in match["dirs"].split()]
         if write:
             write_report(dirs, base / match["out"])
         rows, _ = collect(dirs)
-        body = front_table(rows) + f"\n![held-out accuracy against cost]({match['out']}/report.png)\n"
+        plot_link = Path(os.path.relpath(base / match["out"] / "report.png", page_dir or base)).as_posix()
+        body = front_table(rows) + f"\n![held-out accuracy against cost]({plot_link})\n"
         return match.group(1) + body + match.group(5)
 
     def ablation(match: re.Match) -> str:

@@ -33,7 +33,7 @@ if __name__ == "__main__":
     stale = []
     for path in pages():
         text = path.read_text()
-        new = update_blocks(text, REPO, write=not args.check)
+        new = update_blocks(text, REPO, write=not args.check, page_dir=path.parent)
         if args.check:
             stale += [path] if new != text else []
         else:
