@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import logging
 
+import pyarrow.compute as pc
 import torch
 from torch import nn
 
@@ -168,9 +169,10 @@ def logits_gap(student: nn.Module, teacher: nn.Module, rows, tokenizer, device, 
 
 
 def initialise(student: nn.Module, source: nn.Module, init: StudentInit, layer_map: LayerMap, tokenizer,
-               source_tokenizer=None) -> dict:
+               source_tokenizer=None, train_rows=None) -> dict:
     """Apply ``init`` to a freshly built student (``tokenizer``: the student's, which is the teacher's;
-    ``source_tokenizer``: the source model's, when it is not the teacher); return what was done, for metrics.json."""
+    ``source_tokenizer``: the source model's, when it is not the teacher; ``train_rows``: the stage's tokenized
+    training rows, which ``embedding=svd_freq`` counts tokens in); return what was done, for metrics.json."""
     done = {}
     if init.albert_dir:
         load_albert_body(student, init.albert_dir, tokenizer.get_vocab(), field="stage.init.albert_dir")
@@ -178,10 +180,13 @@ def initialise(student: nn.Module, source: nn.Module, init: StudentInit, layer_m
     if init.layers == "teacher":
         done["teacher_layers"] = copy_teacher_layers(student, source, init, layer_map)
         log.info("student layer groups initialised from source layers %s", done["teacher_layers"])
-    if init.embedding in ("teacher", "svd"):
+    if init.embedding in ("teacher", "svd", "svd_freq"):
         words, matched = source_word_rows(source, tokenizer, source_tokenizer)
         done |= matched
-        (copy_teacher_embeddings if init.embedding == "teacher" else svd_embeddings)(student, source, words)
+        if init.embedding == "teacher":
+            copy_teacher_embeddings(student, source, words)
+        else:
+            done["svd"] = factorised_embeddings(student, source, words, init.embedding == "svd_freq", train_rows)
     done["embedding"] = init.embedding
     if init.head == "teacher":
         copy_teacher_head(student, source)
@@ -191,6 +196,22 @@ def initialise(student: nn.Module, source: nn.Module, init: StudentInit, layer_m
         done["approximate"] = approximate
         log.warning("the student copied from a %s model is approximate: %s", source.config.model_type, approximate)
     return done
+
+
+def factorised_embeddings(student: nn.Module, source: nn.Module, words: torch.Tensor, by_frequency: bool,
+                          train_rows=None) -> dict:
+    """``svd_embeddings`` of the source's rows ``words``, each weighted by 1 + its token's count in ``train_rows``
+    when ``by_frequency`` (+1: a token the training rows lack keeps plain SVD's weight; test text has words train
+    lacks); what the rank keeps, logged and returned for metrics.json."""
+    counts = token_counts(train_rows, len(words)) if by_frequency else None
+    kept = svd_embeddings(student, source, words, None if counts is None else counts + 1)[1]
+    log.info("rank-%d word embeddings keep %.1f%% of the source table's energy", student.config.embedding_size,
+             100 * kept["kept_table"])
+    if counts is None:
+        return {"kept_table": kept["kept_table"]}
+    log.info("and %.1f%% of it weighted by 1 + each token's count in the %d training tokens",
+             100 * kept["kept_weighted"], int(counts.sum()))
+    return kept | {"train_tokens": int(counts.sum()), "distinct_train_tokens": int((counts > 0).sum())}
 
 
 def _source_tables(student: nn.Module, source: nn.Module):
@@ -230,24 +251,40 @@ def _copy_rows(table: torch.Tensor, theirs: torch.Tensor | None, offset: int, ba
     table[:rows].copy_(source_rows @ basis if basis is not None else source_rows)
 
 
-@torch.no_grad()
-def svd_embeddings(student: nn.Module, source: nn.Module, words: torch.Tensor | None = None) -> torch.Tensor:
-    """Best rank-E factorization of the source's V x H word embeddings ``words`` (Eckart-Young).
+def token_counts(rows, vocab_size: int) -> torch.Tensor:
+    """How often each token id occurs in tokenized ``rows`` (their ``input_ids`` column, special tokens and all) [V]."""
+    if rows is None:
+        raise ValueError("stage.init.embedding=svd_freq needs the stage's training rows to count tokens in")
+    ids = pc.list_flatten(rows.with_format("arrow")[:]["input_ids"]).to_numpy()
+    return torch.bincount(torch.from_numpy(ids.astype("int64")), minlength=vocab_size)[:vocab_size].float()
 
-    W_T = U S V^T; student word embeddings = U_E S_E (V x E), E -> H map = V_E^T
-    (its Linear weight is V_E, H x E, bias 0), so word_embeddings @ map = the rank-E
-    approximation. Position and token-type tables are projected onto the same basis
-    (P_T V_E, positions from the source's own position 0). ``words`` defaults to the source's own rows.
-    Returns the singular values.
+
+@torch.no_grad()
+def svd_embeddings(student: nn.Module, source: nn.Module, words: torch.Tensor | None = None,
+                   weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """The rank-E factorization of the source's V x H word embeddings ``words`` (X) that loses least, each row i
+    weighted by ``weights`` w_i [V] (default: all 1).
+
+    B [H, E] = the top E right singular vectors of diag(sqrt(w)) X, which minimises sum_i w_i ||x_i - x_i B B^T||^2
+    (Eckart-Young on the weighted rows). Student word embeddings = X B (V x E; with equal weights U_E S_E), E -> H
+    map = B^T (its Linear weight is B, H x E, bias 0), so word_embeddings @ map = X B B^T, the projection of every
+    row onto the kept subspace. Weighting by token frequency spends the rank on the tokens a stage reads rather
+    than on a vocabulary it mostly does not. Position and token-type tables are projected onto the same basis
+    (P_T B, positions from the source's own position 0). ``words`` defaults to the source's own rows.
+    Returns the singular values of the (weighted) table, and the share of the table's energy sum_i ||x_i||^2 the
+    approximation keeps, plain (``kept_table``) and weighted by w (``kept_weighted``).
     """
     core = _albert_core(student)
-    words = source.get_input_embeddings().weight if words is None else words
+    words = (source.get_input_embeddings().weight if words is None else words).float()
+    weights = torch.ones(len(words)) if weights is None else weights.float()
     E = core.config.embedding_size
-    U, S, Vh = torch.linalg.svd(words.float(), full_matrices=False)
+    _, S, Vh = torch.linalg.svd(words * weights.sqrt()[:, None], full_matrices=False)
     basis = Vh[:E].T  # [H, E]
-    core.embeddings.word_embeddings.weight.copy_(U[:, :E] * S[:E])
+    core.embeddings.word_embeddings.weight.copy_(words @ basis)
     for table, theirs, offset in _source_tables(student, source):
         _copy_rows(table, theirs, offset, basis)
     core.encoder.embedding_hidden_mapping_in.weight.copy_(basis)
     core.encoder.embedding_hidden_mapping_in.bias.zero_()
-    return S
+    energy, kept = words.pow(2).sum(1), (words @ basis).pow(2).sum(1)  # ||x_i B B^T|| = ||x_i B||: B is orthonormal
+    return S, {"kept_table": round((kept.sum() / energy.sum()).item(), 4),
+               "kept_weighted": round(((weights * kept).sum() / (weights * energy).sum()).item(), 4)}

@@ -115,12 +115,56 @@ def test_svd_embedding_error_is_the_discarded_spectrum(mlm_teacher_dir, tokenize
     shape = StudentShape(num_layers=2, hidden_size=32, embedding_size=8, num_heads=4, intermediate_size=37,
                          sharing="all", max_position_embeddings=64)
     student = build_student(shape, tokenizer)
-    S = svd_embeddings(student, teacher)
+    S, kept = svd_embeddings(student, teacher)
     core = _albert_core(student)
     approx = core.embeddings.word_embeddings.weight @ core.encoder.embedding_hidden_mapping_in.weight.T  # [V, H]
     error = (teacher.base_model.embeddings.word_embeddings.weight - approx).pow(2).sum()
     torch.testing.assert_close(error, S[8:].pow(2).sum(), rtol=1e-4, atol=1e-5)
     assert S[8:].pow(2).sum() > 0  # rank 8 < 32 really discards something
+    assert kept["kept_table"] == kept["kept_weighted"] == pytest.approx((S[:8].pow(2).sum() / S.pow(2).sum()).item(), abs=1e-4)
+
+
+def test_frequency_weighted_svd_is_the_weighted_least_squares_subspace(mlm_teacher_dir, tokenizer):
+    """embedding=svd_freq: the kept subspace is the top-E eigenvectors of X^T diag(w) X (computed here by eigh, not
+    SVD), the student's rows are their projections, and the trade is real: less weighted error, more plain error."""
+    teacher = AutoModelForMaskedLM.from_pretrained(mlm_teacher_dir)
+    X = teacher.base_model.embeddings.word_embeddings.weight.detach()
+    w = 1 + torch.zeros(len(X)).index_fill_(0, torch.arange(5, 25), 50.0)  # 20 frequent tokens, the rest seen once
+    shape = StudentShape(num_layers=2, hidden_size=32, embedding_size=8, num_heads=4, intermediate_size=37,
+                         sharing="all", max_position_embeddings=64)
+    plain, weighted = build_student(shape, tokenizer), build_student(shape, tokenizer)
+    svd_embeddings(plain, teacher)
+    _, kept = svd_embeddings(weighted, teacher, weights=w)
+    core = _albert_core(weighted)
+    B = core.encoder.embedding_hidden_mapping_in.weight  # [H, E]
+    vecs = torch.linalg.eigh(X.T @ (w[:, None] * X)).eigenvectors[:, -8:]  # ascending: the top 8
+    torch.testing.assert_close(B @ B.T, vecs @ vecs.T, atol=1e-4, rtol=0)
+    torch.testing.assert_close(core.embeddings.word_embeddings.weight, X @ B)
+    # positions are projected onto the same basis
+    torch.testing.assert_close(core.embeddings.position_embeddings.weight,
+                               teacher.base_model.embeddings.position_embeddings.weight[:64] @ B)
+
+    def errors(student):
+        c = _albert_core(student)
+        residual = (X - c.embeddings.word_embeddings.weight @ c.encoder.embedding_hidden_mapping_in.weight.T).pow(2).sum(1)
+        return (w * residual).sum().item(), residual.sum().item()
+
+    (w_plain, e_plain), (w_weighted, e_weighted) = errors(plain), errors(weighted)
+    assert w_weighted < w_plain and e_weighted > e_plain
+    energy = X.pow(2).sum(1)
+    assert kept["kept_weighted"] == pytest.approx(1 - w_weighted / (w * energy).sum().item(), abs=1e-4)
+    assert kept["kept_table"] == pytest.approx(1 - e_weighted / energy.sum().item(), abs=1e-4)
+
+
+def test_token_counts_count_every_training_token():
+    from datasets import Dataset
+
+    from distill.student_init import token_counts
+
+    rows = Dataset.from_dict({"input_ids": [[1, 5, 5, 2], [1, 7, 2], [1, 2]]})
+    assert token_counts(rows, 9).tolist() == [0, 3, 3, 0, 0, 2, 0, 1, 0]
+    with pytest.raises(ValueError, match="svd_freq needs the stage's training rows"):
+        token_counts(None, 9)
 
 
 def test_albert_dir_init(tokenizer, tmp_path):

@@ -44,7 +44,7 @@ def run(cfg) -> dict:
     source, source_tokenizer = load_source(cfg.init_source(), teacher.model, "teacher.name_or_path")
     student = build_student(student_shape(init, cfg.student, source.config), tokenizer, masked_lm=masked_lm,
                             **student_settings(init, source.config))
-    done = initialise(student, source, init, layer_map, tokenizer, source_tokenizer)
+    done = initialise(student, source, init, layer_map, tokenizer, source_tokenizer, corpus)
     masker = TokenMasker(tokenizer, cfg.stage.loss.mlm_probability) if masked_lm else None
     # the first pass over each chunk runs the teacher and stores its mapped layers (when what the run may store fits
     # train.teacher_cache_max_gb); later epochs read them

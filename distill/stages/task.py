@@ -45,7 +45,7 @@ def run(cfg) -> dict:
     data = tokenize_task(splits, cfg.task, tokenizer)
     teacher = FrozenTeacher(load_model(teacher_dir, head="sequence_classification", trained_head=True,
                                        field="teacher.finetuned")).to(run.accelerator.device)
-    student, start_from = build_task_student(cfg, tokenizer, teacher, run.checked.layer_map)
+    student, start_from = build_task_student(cfg, tokenizer, teacher, run.checked.layer_map, data["train"])
     if "teacher" in start_from:  # how close the copy starts: exact for a whole BERT, approximate for MPNet or a slice
         start_from["logits_gap"] = logits_gap(student, teacher.model, data["select"], tokenizer, run.accelerator.device)
     # the first pass runs the teacher and stores its logits and mapped layers; later passes (and runs) read them
@@ -107,10 +107,11 @@ def scorer(cfg, run, data, tokenizer, student):
     return lambda split, model=student: evaluate(model, loaders[split], cfg.task.metrics, run.accelerator.device)
 
 
-def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map):
+def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map, train_rows=None):
     """The student and where it started: copied from ``Config.init_source`` (the fine-tuned teacher, the pretrained
     one, or another model) when ``stage.init`` copies anything but the head, else the general student of the same
-    shape when there is one (``Config.general_student_dir``)."""
+    shape when there is one (``Config.general_student_dir``). ``train_rows``: the tokenized training split (with
+    its augmentation), which ``stage.init.embedding=svd_freq`` counts tokens in."""
     init = cfg.stage.init
     general = cfg.general_student_dir()
     from_general = init.layers == "random" and general is not None
@@ -129,7 +130,7 @@ def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map):
             done["head"] = "teacher"
         return student, done
     return student, {"teacher": str(source.name_or_path), "source": init.source,
-                     **initialise(student, source, init, layer_map, tokenizer, source_tokenizer)}
+                     **initialise(student, source, init, layer_map, tokenizer, source_tokenizer, train_rows)}
 
 
 def measure_speed(cfg, run, texts: list[str]) -> dict:
