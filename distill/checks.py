@@ -382,7 +382,7 @@ def init_shape_problems(init: StudentInit, student: StudentShape, source_config,
             f"stage.init.embedding=teacher needs student.embedding_size = student.hidden_size = teacher width "
             f"({source_config.hidden_size}); use init.embedding=svd for a factorized embedding"
         )
-    if init.embedding in ("svd", "svd_freq") and student.hidden_size != source_config.hidden_size:
+    if init.embedding in ("svd", "svd_train") and student.hidden_size != source_config.hidden_size:
         out.append(
             f"stage.init.embedding={init.embedding} needs student.hidden_size = teacher width ({source_config.hidden_size}), "
             f"got {student.hidden_size}"

@@ -31,7 +31,7 @@ CANDIDATE_SOURCES = ("auto", "mlm", "neighbours")
 EVAL_SPLITS = ("train", "dev", "test")
 LOSS_BALANCE = ("none", "initial")
 # stage.init choices (source_layers also takes a list of teacher layers)
-INIT_CHOICES = {"layers": ("random", "teacher"), "embedding": ("random", "teacher", "svd", "svd_freq"),
+INIT_CHOICES = {"layers": ("random", "teacher"), "embedding": ("random", "teacher", "svd", "svd_train"),
                 "head": ("random", "teacher"), "shared_block": ("first", "mean")}
 # stage.init.source's named choices; any other value is a model directory or name to copy from
 INIT_SOURCES = ("finetuned", "pretrained")
@@ -88,9 +88,9 @@ class StudentInit:
     # or from the 'mean' of its members' teacher layers (parameter average)
     shared_block: str = "first"
     # 'random', 'teacher' (copy the teacher's embeddings; needs embedding_size = teacher width) or
-    # 'svd' (best rank-E factorization of the teacher's V x H word embeddings; needs hidden_size = teacher width) or
-    # 'svd_freq' (the same, each row weighted by 1 + its token's count in the stage's training rows: the rank goes to
-    # the tokens the task reads)
+    # 'svd' (a rank-E factorization of the teacher's V x H word embeddings, placed so that the student's embedding
+    # output is the teacher's LayerNorm of their projection; needs hidden_size = teacher width) or 'svd_train' (the
+    # same, its directions those that keep most of the embedding sums of the stage's training tokens)
     embedding: str = "random"
     # 'random' or 'teacher': copy the source's pooler and, when it has one (the fine-tuned teacher), its
     # classifier (task stage; needs hidden_size = teacher width)

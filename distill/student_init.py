@@ -172,7 +172,7 @@ def initialise(student: nn.Module, source: nn.Module, init: StudentInit, layer_m
                source_tokenizer=None, train_rows=None) -> dict:
     """Apply ``init`` to a freshly built student (``tokenizer``: the student's, which is the teacher's;
     ``source_tokenizer``: the source model's, when it is not the teacher; ``train_rows``: the stage's tokenized
-    training rows, which ``embedding=svd_freq`` counts tokens in); return what was done, for metrics.json."""
+    training rows, which ``embedding=svd_train`` fits the factorised embedding to); return what was done, for metrics.json."""
     done = {}
     if init.albert_dir:
         load_albert_body(student, init.albert_dir, tokenizer.get_vocab(), field="stage.init.albert_dir")
@@ -180,13 +180,13 @@ def initialise(student: nn.Module, source: nn.Module, init: StudentInit, layer_m
     if init.layers == "teacher":
         done["teacher_layers"] = copy_teacher_layers(student, source, init, layer_map)
         log.info("student layer groups initialised from source layers %s", done["teacher_layers"])
-    if init.embedding in ("teacher", "svd", "svd_freq"):
+    if init.embedding in ("teacher", "svd", "svd_train"):
         words, matched = source_word_rows(source, tokenizer, source_tokenizer)
         done |= matched
         if init.embedding == "teacher":
             copy_teacher_embeddings(student, source, words)
         else:
-            done["svd"] = factorised_embeddings(student, source, words, init.embedding == "svd_freq", train_rows)
+            done["svd"] = factorised_embeddings(student, source, words, init.embedding == "svd_train", train_rows)
     done["embedding"] = init.embedding
     if init.head == "teacher":
         copy_teacher_head(student, source)
@@ -198,20 +198,19 @@ def initialise(student: nn.Module, source: nn.Module, init: StudentInit, layer_m
     return done
 
 
-def factorised_embeddings(student: nn.Module, source: nn.Module, words: torch.Tensor, by_frequency: bool,
+def factorised_embeddings(student: nn.Module, source: nn.Module, words: torch.Tensor, from_train: bool,
                           train_rows=None) -> dict:
-    """``svd_embeddings`` of the source's rows ``words``, each weighted by 1 + its token's count in ``train_rows``
-    when ``by_frequency`` (+1: a token the training rows lack keeps plain SVD's weight; test text has words train
-    lacks); what the rank keeps, logged and returned for metrics.json."""
-    counts = token_counts(train_rows, len(words)) if by_frequency else None
-    kept = svd_embeddings(student, source, words, None if counts is None else counts + 1)[1]
-    log.info("rank-%d word embeddings keep %.1f%% of the source table's energy", student.config.embedding_size,
+    """``svd_embeddings`` of the source's rows ``words``: the directions of its word table, or with ``from_train``
+    those of the embedding sums the training rows make (``embedding_sums_moment``); what they keep, logged and
+    returned for metrics.json."""
+    moment, tokens = embedding_sums_moment(student, source, words, train_rows) if from_train else (None, 0)
+    kept = svd_embeddings(student, source, words, moment)[1]
+    log.info("rank-%d embeddings keep %.1f%% of the source's centred word table", student.config.embedding_size,
              100 * kept["kept_table"])
-    if counts is None:
-        return {"kept_table": kept["kept_table"]}
-    log.info("and %.1f%% of it weighted by 1 + each token's count in the %d training tokens",
-             100 * kept["kept_weighted"], int(counts.sum()))
-    return kept | {"train_tokens": int(counts.sum()), "distinct_train_tokens": int((counts > 0).sum())}
+    if moment is not None:
+        log.info("and %.1f%% of the centred embedding sums of the %d training tokens", 100 * kept["kept_train"], tokens)
+        kept["train_tokens"] = tokens
+    return kept
 
 
 def _source_tables(student: nn.Module, source: nn.Module):
@@ -251,40 +250,87 @@ def _copy_rows(table: torch.Tensor, theirs: torch.Tensor | None, offset: int, ba
     table[:rows].copy_(source_rows @ basis if basis is not None else source_rows)
 
 
-def token_counts(rows, vocab_size: int) -> torch.Tensor:
-    """How often each token id occurs in tokenized ``rows`` (their ``input_ids`` column, special tokens and all) [V]."""
+@torch.no_grad()
+def embedding_sums_moment(student: nn.Module, source: nn.Module, words: torch.Tensor, rows,
+                          chunk: int = 65536) -> tuple[torch.Tensor, int]:
+    """sum over every token of the tokenized ``rows`` of z_c^T z_c [H, H], z = its word row (``words``, in the
+    student's vocabulary order) + its position's and token type's rows of the source, z_c = z - mean_H(z): what the
+    source's embedding LayerNorm reads on the stage's training data. Also the number of tokens."""
     if rows is None:
-        raise ValueError("stage.init.embedding=svd_freq needs the stage's training rows to count tokens in")
-    ids = pc.list_flatten(rows.with_format("arrow")[:]["input_ids"]).to_numpy()
-    return torch.bincount(torch.from_numpy(ids.astype("int64")), minlength=vocab_size)[:vocab_size].float()
+        raise ValueError("stage.init.embedding=svd_train needs the stage's training rows")
+    table = rows.with_format("arrow")[:]
+    ids = torch.from_numpy(pc.list_flatten(table["input_ids"]).to_numpy().astype("int64"))
+    lengths = torch.from_numpy(pc.list_value_length(table["input_ids"]).to_numpy().astype("int64"))
+    starts = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+    positions = torch.arange(len(ids)) - starts  # each token's place in its row
+    types = torch.from_numpy(pc.list_flatten(table["token_type_ids"]).to_numpy().astype("int64")) \
+        if "token_type_ids" in table.column_names else torch.zeros_like(ids)
+    (_, pos, offset), (_, typ, _) = _source_tables(student, source)
+    moment = torch.zeros(words.shape[1], words.shape[1])
+    for i in range(0, len(ids), chunk):
+        z = words[ids[i : i + chunk]].float()
+        if pos is not None:
+            z = z + pos[positions[i : i + chunk] + offset].float()
+        if typ is not None:
+            z = z + typ[types[i : i + chunk]].float()
+        z = z - z.mean(1, keepdim=True)
+        moment += z.T @ z
+    return moment, len(ids)
 
 
 @torch.no_grad()
 def svd_embeddings(student: nn.Module, source: nn.Module, words: torch.Tensor | None = None,
-                   weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """The rank-E factorization of the source's V x H word embeddings ``words`` (X) that loses least, each row i
-    weighted by ``weights`` w_i [V] (default: all 1).
+                   moment: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """A factorized V x E embedding whose output, once mapped to H, is the source's embedding output
+    LN_H(w + p + t) (word, position and token-type rows; gamma, beta: its LayerNorm's) for every input whose centred
+    sum lies in the k = min(E-1, H) directions kept, and the source's LayerNorm of its projection onto them otherwise.
 
-    B [H, E] = the top E right singular vectors of diag(sqrt(w)) X, which minimises sum_i w_i ||x_i - x_i B B^T||^2
-    (Eckart-Young on the weighted rows). Student word embeddings = X B (V x E; with equal weights U_E S_E), E -> H
-    map = B^T (its Linear weight is B, H x E, bias 0), so word_embeddings @ map = X B B^T, the projection of every
-    row onto the kept subspace. Weighting by token frequency spends the rank on the tokens a stage reads rather
-    than on a vocabulary it mostly does not. Position and token-type tables are projected onto the same basis
-    (P_T B, positions from the source's own position 0). ``words`` defaults to the source's own rows.
-    Returns the singular values of the (weighted) table, and the share of the table's energy sum_i ||x_i||^2 the
-    approximation keeps, plain (``kept_table``) and weighted by w (``kept_weighted``).
+    ALBERT normalises in E, before the E -> H map; the source in H. LN_H reads only the centred sum
+    z_c = z - mean_H(z), and centring is linear, so each source table T is centred over H first (T_c). B [H, k]: the
+    top k right singular vectors of X_c, the centred word rows ``words`` [V, H], which minimises
+    sum_i ||x_c,i - x_c,i B B^T||^2 (Eckart-Young); or, given ``moment`` M = sum_t z_c,t^T z_c,t [H, H] over the
+    training tokens t (``embedding_sums_moment``), its top k eigenvectors, which minimise the same error over the
+    embedding sums those tokens make: the rank goes to what the stage's text puts into the first layer (its
+    frequent words, its positions) rather than to a vocabulary it mostly does not read. Q [E, k]: orthonormal columns orthogonal to 1_E, so each student table T_c B Q^T [., E] has zero mean
+    over E and the norms of T_c B, and LN_E(z_c B Q^T) = sqrt(E) z_c B Q^T / ||z_c B|| (LN_E: gamma 1, beta 0).
+    The map's weight sqrt(H/E) diag(gamma) B Q^T [H, E] and bias beta then give
+    sqrt(H) z_c B B^T / ||z_c B|| * gamma + beta = LN_H(z_c B B^T): exact at E = H, where all H-1 directions of the
+    centred rows fit (LayerNorm epsilon aside). Set instead to the rank-E approximation of the raw table with the
+    map alone, the copied layers would start from inputs the source never gave them (cosine 0.42 to MiniLM's
+    embedding output at E=128). ``words`` defaults to the source's own rows.
+    Returns the spectrum the basis came from (singular values of X_c, or eigenvalues of M) and the share of energy
+    the kept directions hold: of the centred table, sum_i ||x_c,i||^2 (``kept_table``), and of the training sums,
+    trace(M) (``kept_train``, given M).
     """
     core = _albert_core(student)
     words = (source.get_input_embeddings().weight if words is None else words).float()
-    weights = torch.ones(len(words)) if weights is None else weights.float()
-    E = core.config.embedding_size
-    _, S, Vh = torch.linalg.svd(words * weights.sqrt()[:, None], full_matrices=False)
-    basis = Vh[:E].T  # [H, E]
-    core.embeddings.word_embeddings.weight.copy_(words @ basis)
+    H, E = words.shape[1], core.config.embedding_size
+    k = min(E - 1, H)  # one of E's directions goes to LN_E's centring
+    centred = words - words.mean(1, keepdim=True)
+    if moment is None:
+        _, S, Vh = torch.linalg.svd(centred, full_matrices=False)
+        basis = Vh[:k].T  # [H, k]
+    else:
+        S, vectors = torch.linalg.eigh(moment.double())  # ascending
+        S, basis = S.flip(0).float(), vectors.flip(1)[:, :k].float()
+    to_student = basis @ zero_mean_basis(E)[:, :k].T  # [H, E]
+    core.embeddings.word_embeddings.weight.copy_(centred @ to_student)
     for table, theirs, offset in _source_tables(student, source):
-        _copy_rows(table, theirs, offset, basis)
-    core.encoder.embedding_hidden_mapping_in.weight.copy_(basis)
-    core.encoder.embedding_hidden_mapping_in.bias.zero_()
-    energy, kept = words.pow(2).sum(1), (words @ basis).pow(2).sum(1)  # ||x_i B B^T|| = ||x_i B||: B is orthonormal
-    return S, {"kept_table": round((kept.sum() / energy.sum()).item(), 4),
-               "kept_weighted": round(((weights * kept).sum() / (weights * energy).sum()).item(), 4)}
+        _copy_rows(table, None if theirs is None else theirs - theirs.mean(1, keepdim=True), offset, to_student)
+    norm = source.base_model.embeddings.get_submodule(family_of(source.config).embedding_names["LayerNorm"])
+    core.embeddings.LayerNorm.weight.fill_(1.0)
+    core.embeddings.LayerNorm.bias.zero_()
+    mapping = core.encoder.embedding_hidden_mapping_in
+    mapping.weight.copy_((H / E) ** 0.5 * norm.weight[:, None] * to_student)
+    mapping.bias.copy_(norm.bias)
+    energy, kept = centred.pow(2).sum(1), (centred @ basis).pow(2).sum(1)  # ||x B B^T|| = ||x B||: B orthonormal
+    kept = {"kept_table": round((kept.sum() / energy.sum()).item(), 4)}
+    if moment is not None:
+        kept["kept_train"] = round((torch.trace(basis.T @ moment @ basis) / torch.trace(moment)).item(), 4)
+    return S, kept
+
+
+def zero_mean_basis(n: int) -> torch.Tensor:
+    """[n, n-1]: orthonormal columns spanning the vectors whose entries sum to 0 (QR of the first n-1 columns of the
+    centring matrix, which are independent)."""
+    return torch.linalg.qr((torch.eye(n) - 1.0 / n)[:, : n - 1])[0]

@@ -110,61 +110,91 @@ def test_from_teacher_layers_compute_the_teachers_layers(mlm_teacher_dir, tokeni
         torch.testing.assert_close(s_out, t_out, atol=1e-5, rtol=0)
 
 
-def test_svd_embedding_error_is_the_discarded_spectrum(mlm_teacher_dir, tokenizer):
-    teacher = AutoModelForMaskedLM.from_pretrained(mlm_teacher_dir)
-    shape = StudentShape(num_layers=2, hidden_size=32, embedding_size=8, num_heads=4, intermediate_size=37,
-                         sharing="all", max_position_embeddings=64)
-    student = build_student(shape, tokenizer)
-    S, kept = svd_embeddings(student, teacher)
-    core = _albert_core(student)
-    approx = core.embeddings.word_embeddings.weight @ core.encoder.embedding_hidden_mapping_in.weight.T  # [V, H]
-    error = (teacher.base_model.embeddings.word_embeddings.weight - approx).pow(2).sum()
-    torch.testing.assert_close(error, S[8:].pow(2).sum(), rtol=1e-4, atol=1e-5)
-    assert S[8:].pow(2).sum() > 0  # rank 8 < 32 really discards something
-    assert kept["kept_table"] == kept["kept_weighted"] == pytest.approx((S[:8].pow(2).sum() / S.pow(2).sum()).item(), abs=1e-4)
+def _embedding_output(student, batch):
+    core = _albert_core(student.eval())
+    return core.encoder.embedding_hidden_mapping_in(core.embeddings(**batch))
 
 
-def test_frequency_weighted_svd_is_the_weighted_least_squares_subspace(mlm_teacher_dir, tokenizer):
-    """embedding=svd_freq: the kept subspace is the top-E eigenvectors of X^T diag(w) X (computed here by eigh, not
-    SVD), the student's rows are their projections, and the trade is real: less weighted error, more plain error."""
-    teacher = AutoModelForMaskedLM.from_pretrained(mlm_teacher_dir)
-    X = teacher.base_model.embeddings.word_embeddings.weight.detach()
-    w = 1 + torch.zeros(len(X)).index_fill_(0, torch.arange(5, 25), 50.0)  # 20 frequent tokens, the rest seen once
-    shape = StudentShape(num_layers=2, hidden_size=32, embedding_size=8, num_heads=4, intermediate_size=37,
-                         sharing="all", max_position_embeddings=64)
-    plain, weighted = build_student(shape, tokenizer), build_student(shape, tokenizer)
-    svd_embeddings(plain, teacher)
-    _, kept = svd_embeddings(weighted, teacher, weights=w)
-    core = _albert_core(weighted)
-    B = core.encoder.embedding_hidden_mapping_in.weight  # [H, E]
-    vecs = torch.linalg.eigh(X.T @ (w[:, None] * X)).eigenvectors[:, -8:]  # ascending: the top 8
-    torch.testing.assert_close(B @ B.T, vecs @ vecs.T, atol=1e-4, rtol=0)
-    torch.testing.assert_close(core.embeddings.word_embeddings.weight, X @ B)
-    # positions are projected onto the same basis
-    torch.testing.assert_close(core.embeddings.position_embeddings.weight,
-                               teacher.base_model.embeddings.position_embeddings.weight[:64] @ B)
-
-    def errors(student):
-        c = _albert_core(student)
-        residual = (X - c.embeddings.word_embeddings.weight @ c.encoder.embedding_hidden_mapping_in.weight.T).pow(2).sum(1)
-        return (w * residual).sum().item(), residual.sum().item()
-
-    (w_plain, e_plain), (w_weighted, e_weighted) = errors(plain), errors(weighted)
-    assert w_weighted < w_plain and e_weighted > e_plain
-    energy = X.pow(2).sum(1)
-    assert kept["kept_weighted"] == pytest.approx(1 - w_weighted / (w * energy).sum().item(), abs=1e-4)
-    assert kept["kept_table"] == pytest.approx(1 - e_weighted / energy.sum().item(), abs=1e-4)
+def _top_projector(centred, weights, k):
+    """The projector onto the top k eigenvectors of X_c^T diag(w) X_c: by eigh, not SVD."""
+    vecs = torch.linalg.eigh(centred.T @ (weights[:, None] * centred)).eigenvectors[:, -k:]  # ascending: the top k
+    return vecs @ vecs.T
 
 
-def test_token_counts_count_every_training_token():
+def _shape(E):
+    return StudentShape(num_layers=2, hidden_size=32, embedding_size=E, num_heads=4, intermediate_size=37,
+                        sharing="all", max_position_embeddings=64)
+
+
+@torch.no_grad()
+def test_svd_embeddings_give_the_sources_embedding_output(mlm_teacher_dir, tokenizer):
+    """embedding=svd: at E = H the student's embeddings, mapped to H, compute the source's embedding output
+    LN_H(word + position + type); at E < H, the source's LayerNorm of that sum projected onto the top E-1
+    directions of the centred word table. Both against the source's own modules."""
+    teacher = AutoModelForMaskedLM.from_pretrained(mlm_teacher_dir).eval()
+    emb = teacher.base_model.embeddings
+    batch = {k: v for k, v in tokenizer(["the movie was very good", "it is the best"], padding=True,
+                                        return_tensors="pt").items() if k in ("input_ids", "token_type_ids")}
+    batch["token_type_ids"][1, 3:] = 1  # a second segment: the type rows must come along too
+    full = build_student(_shape(32), tokenizer)
+    _, kept = svd_embeddings(full, teacher)
+    torch.testing.assert_close(_embedding_output(full, batch), emb(**batch), atol=1e-4, rtol=1e-4)
+    assert kept["kept_table"] == pytest.approx(1.0, abs=1e-4)
+
+    low = build_student(_shape(8), tokenizer)
+    S, kept = svd_embeddings(low, teacher)
+    X = emb.word_embeddings.weight
+    P = _top_projector(X - X.mean(1, keepdim=True), torch.ones(len(X)), 7)
+    ids, types = batch["input_ids"], batch["token_type_ids"]
+    z = emb.word_embeddings(ids) + emb.position_embeddings.weight[: ids.shape[1]] + emb.token_type_embeddings(types)
+    torch.testing.assert_close(_embedding_output(low, batch), emb.LayerNorm((z - z.mean(-1, keepdim=True)) @ P),
+                               atol=1e-4, rtol=1e-4)
+    assert set(kept) == {"kept_table"} and kept["kept_table"] == pytest.approx((S[:7].pow(2).sum() / S.pow(2).sum()).item(), abs=1e-4)
+    assert kept["kept_table"] < 0.99  # rank 7 of 31 really discards something
+
+
+@torch.no_grad()
+def test_svd_train_keeps_the_directions_of_the_training_sums(mlm_teacher_dir, tokenizer):
+    """embedding=svd_train: the moment of the training tokens' centred embedding sums, against a token-by-token
+    loop; its top eigenvectors as the kept subspace (against eigh of the same sums); the student's rows are the
+    centred rows' coordinates in it; and the trade is real: more of the sums kept, less of the whole table."""
     from datasets import Dataset
 
-    from distill.student_init import token_counts
+    from distill.student_init import embedding_sums_moment
 
-    rows = Dataset.from_dict({"input_ids": [[1, 5, 5, 2], [1, 7, 2], [1, 2]]})
-    assert token_counts(rows, 9).tolist() == [0, 3, 3, 0, 0, 2, 0, 1, 0]
-    with pytest.raises(ValueError, match="svd_freq needs the stage's training rows"):
-        token_counts(None, 9)
+    teacher = AutoModelForMaskedLM.from_pretrained(mlm_teacher_dir)
+    emb = teacher.base_model.embeddings
+    X, positions = emb.word_embeddings.weight, emb.position_embeddings.weight
+    rows = Dataset.from_dict({"input_ids": [[2, 7, 7, 9, 3], [2, 11, 3], [2, 7, 12, 13, 14, 3]],
+                              "token_type_ids": [[0, 0, 0, 0, 0], [0, 0, 0], [0, 0, 0, 1, 1, 1]]})
+    sums = torch.stack([X[i] + positions[p] + emb.token_type_embeddings.weight[t]
+                        for ids, types in zip(rows["input_ids"], rows["token_type_ids"])
+                        for p, (i, t) in enumerate(zip(ids, types))])
+    sums = sums - sums.mean(1, keepdim=True)
+    plain, fitted = build_student(_shape(8), tokenizer), build_student(_shape(8), tokenizer)
+    moment, tokens = embedding_sums_moment(fitted, teacher, X, rows, chunk=4)  # chunks split rows: still the same
+    assert tokens == 14
+    torch.testing.assert_close(moment, sums.T @ sums, atol=1e-4, rtol=1e-5)
+    svd_embeddings(plain, teacher)
+    _, kept = svd_embeddings(fitted, teacher, moment=moment)
+
+    def to_student(student):  # B Q^T [H, E]: the map's weight without its sqrt(H/E) diag(gamma)
+        return _albert_core(student).encoder.embedding_hidden_mapping_in.weight / (4**0.5 * emb.LayerNorm.weight[:, None])
+
+    B = to_student(fitted)
+    torch.testing.assert_close(B @ B.T, _top_projector(sums, torch.ones(len(sums)), 7), atol=1e-4, rtol=0)
+    Xc = X - X.mean(1, keepdim=True)
+    torch.testing.assert_close(_albert_core(fitted).embeddings.word_embeddings.weight, Xc @ B)
+
+    def kept_of(student, Z):
+        P = to_student(student) @ to_student(student).T
+        return ((Z @ P).pow(2).sum() / Z.pow(2).sum()).item()
+
+    assert kept_of(fitted, sums) > kept_of(plain, sums) and kept_of(fitted, Xc) < kept_of(plain, Xc)
+    assert kept["kept_train"] == pytest.approx(kept_of(fitted, sums), abs=1e-4)
+    assert kept["kept_table"] == pytest.approx(kept_of(fitted, Xc), abs=1e-4)
+    with pytest.raises(ValueError, match="svd_train needs the stage's training rows"):
+        embedding_sums_moment(fitted, teacher, X, None)
 
 
 def test_albert_dir_init(tokenizer, tmp_path):

@@ -111,7 +111,7 @@ def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map, train_
     """The student and where it started: copied from ``Config.init_source`` (the fine-tuned teacher, the pretrained
     one, or another model) when ``stage.init`` copies anything but the head, else the general student of the same
     shape when there is one (``Config.general_student_dir``). ``train_rows``: the tokenized training split (with
-    its augmentation), which ``stage.init.embedding=svd_freq`` counts tokens in."""
+    its augmentation), which ``stage.init.embedding=svd_train`` fits to."""
     init = cfg.stage.init
     general = cfg.general_student_dir()
     from_general = init.layers == "random" and general is not None
