@@ -387,6 +387,9 @@ def init_shape_problems(init: StudentInit, student: StudentShape, source_config,
             f"stage.init.embedding={init.embedding} needs student.hidden_size = teacher width ({source_config.hidden_size}), "
             f"got {student.hidden_size}"
         )
+    if init.embedding in ("svd", "svd_train") and student.embedding_size < 2:
+        out.append(f"stage.init.embedding={init.embedding} needs student.embedding_size >= 2 (one direction goes to the "
+                   f"embedding LayerNorm's centring), got {student.embedding_size}")
     if init.head == "teacher" and student.hidden_size != source_config.hidden_size:
         out.append(
             f"stage.init.head=teacher copies the teacher's pooler and classifier: needs student.hidden_size = teacher "

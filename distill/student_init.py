@@ -291,8 +291,9 @@ def svd_embeddings(student: nn.Module, source: nn.Module, words: torch.Tensor | 
     sum_i ||x_c,i - x_c,i B B^T||^2 (Eckart-Young); or, given ``moment`` M = sum_t z_c,t^T z_c,t [H, H] over the
     training tokens t (``embedding_sums_moment``), its top k eigenvectors, which minimise the same error over the
     embedding sums those tokens make: the rank goes to what the stage's text puts into the first layer (its
-    frequent words, its positions) rather than to a vocabulary it mostly does not read. Q [E, k]: orthonormal columns orthogonal to 1_E, so each student table T_c B Q^T [., E] has zero mean
-    over E and the norms of T_c B, and LN_E(z_c B Q^T) = sqrt(E) z_c B Q^T / ||z_c B|| (LN_E: gamma 1, beta 0).
+    frequent words, its positions) rather than to a vocabulary it mostly does not read. Q [E, k]: orthonormal
+    columns orthogonal to 1_E, so each student table T_c B Q^T [., E] has zero mean over E and the norms of T_c B,
+    and LN_E(z_c B Q^T) = sqrt(E) z_c B Q^T / ||z_c B|| (LN_E: gamma 1, beta 0).
     The map's weight sqrt(H/E) diag(gamma) B Q^T [H, E] and bias beta then give
     sqrt(H) z_c B B^T / ||z_c B|| * gamma + beta = LN_H(z_c B B^T): exact at E = H, where all H-1 directions of the
     centred rows fit (LayerNorm epsilon aside). Set instead to the rank-E approximation of the raw table with the

@@ -267,3 +267,19 @@ def test_masked_positions_only_logits_equal_full_logits(mlm_teacher_dir, tokeniz
         torch.testing.assert_close(some.logits, full.logits[at], atol=1e-5, rtol=0)
         for a, b in zip(some.hidden_states, full.hidden_states):
             torch.testing.assert_close(a, b)
+
+
+def test_svd_init_names_the_shapes_it_needs():
+    from distill.checks import init_shape_problems
+    from distill.testing import tiny_bert_config
+
+    source = tiny_bert_config(50)
+    for embedding in ("svd", "svd_train"):
+        init = StudentInit(embedding=embedding)
+        assert init_shape_problems(init, _shape(8), source) == []
+        assert init_shape_problems(init, _shape(1), source) == [
+            f"stage.init.embedding={embedding} needs student.embedding_size >= 2 (one direction goes to the embedding "
+            "LayerNorm's centring), got 1"]
+        narrow = StudentShape(num_layers=2, hidden_size=16, embedding_size=8, num_heads=4, intermediate_size=37)
+        assert init_shape_problems(init, narrow, source) == [
+            f"stage.init.embedding={embedding} needs student.hidden_size = teacher width (32), got 16"]
