@@ -15,6 +15,7 @@ from distill.assets import BUILDERS as ASSETS
 from distill.config import (
     CANDIDATE_SOURCES,
     EVAL_SPLITS,
+    FACTORISED_EMBEDDINGS,
     GENERAL_STUDENT_AUTO,
     HEAD_REDUCTIONS,
     HOLDOUT_BY,
@@ -382,12 +383,12 @@ def init_shape_problems(init: StudentInit, student: StudentShape, source_config,
             f"stage.init.embedding=teacher needs student.embedding_size = student.hidden_size = teacher width "
             f"({source_config.hidden_size}); use init.embedding=svd for a factorized embedding"
         )
-    if init.embedding in ("svd", "svd_train") and student.hidden_size != source_config.hidden_size:
+    if init.embedding in FACTORISED_EMBEDDINGS and student.hidden_size != source_config.hidden_size:
         out.append(
             f"stage.init.embedding={init.embedding} needs student.hidden_size = teacher width ({source_config.hidden_size}), "
             f"got {student.hidden_size}"
         )
-    if init.embedding in ("svd", "svd_train") and student.embedding_size < 2:
+    if init.embedding in FACTORISED_EMBEDDINGS and student.embedding_size < 2:
         out.append(f"stage.init.embedding={init.embedding} needs student.embedding_size >= 2 (one direction goes to the "
                    f"embedding LayerNorm's centring), got {student.embedding_size}")
     if init.head == "teacher" and student.hidden_size != source_config.hidden_size:

@@ -30,8 +30,10 @@ ON_NONFINITE = ("stop", "skip")
 CANDIDATE_SOURCES = ("auto", "mlm", "neighbours")
 EVAL_SPLITS = ("train", "dev", "test")
 LOSS_BALANCE = ("none", "initial")
+# the stage.init.embedding choices that factorise the source's embeddings (E may be below H)
+FACTORISED_EMBEDDINGS = ("svd", "svd_train")
 # stage.init choices (source_layers also takes a list of teacher layers)
-INIT_CHOICES = {"layers": ("random", "teacher"), "embedding": ("random", "teacher", "svd", "svd_train"),
+INIT_CHOICES = {"layers": ("random", "teacher"), "embedding": ("random", "teacher", *FACTORISED_EMBEDDINGS),
                 "head": ("random", "teacher"), "shared_block": ("first", "mean")}
 # stage.init.source's named choices; any other value is a model directory or name to copy from
 INIT_SOURCES = ("finetuned", "pretrained")

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import torch
 from torch import nn
 
-from distill.config import StudentInit
+from distill.config import FACTORISED_EMBEDDINGS, StudentInit
 from distill.families import Family, family_of
 from distill.layer_map import LayerMap
 from distill.student import _albert_core, load_albert_body
@@ -180,7 +180,7 @@ def initialise(student: nn.Module, source: nn.Module, init: StudentInit, layer_m
     if init.layers == "teacher":
         done["teacher_layers"] = copy_teacher_layers(student, source, init, layer_map)
         log.info("student layer groups initialised from source layers %s", done["teacher_layers"])
-    if init.embedding in ("teacher", "svd", "svd_train"):
+    if init.embedding == "teacher" or init.embedding in FACTORISED_EMBEDDINGS:
         words, matched = source_word_rows(source, tokenizer, source_tokenizer)
         done |= matched
         if init.embedding == "teacher":
@@ -213,6 +213,16 @@ def factorised_embeddings(student: nn.Module, source: nn.Module, words: torch.Te
     return kept
 
 
+def _source_embedding_norm(source: nn.Module) -> nn.Module:
+    """The LayerNorm the source applies to its embedding sum (its family names it)."""
+    return source.base_model.embeddings.get_submodule(family_of(source.config).embedding_names["LayerNorm"])
+
+
+def _centred(rows: torch.Tensor) -> torch.Tensor:
+    """Each row less its mean over H: all of a row a LayerNorm reads."""
+    return rows - rows.mean(1, keepdim=True)
+
+
 def _source_tables(student: nn.Module, source: nn.Module):
     """(student table, source table or None, source row of student row 0) for the position and token-type tables."""
     family = family_of(source.config)
@@ -233,8 +243,7 @@ def copy_teacher_embeddings(student: nn.Module, source: nn.Module, words: torch.
     _copy_rows(core.embeddings.word_embeddings.weight, words, 0)
     for table, theirs, offset in _source_tables(student, source):
         _copy_rows(table, theirs, offset)
-    norm = family_of(source.config).embedding_names["LayerNorm"]
-    core.embeddings.LayerNorm.load_state_dict(source.base_model.embeddings.get_submodule(norm).state_dict())
+    core.embeddings.LayerNorm.load_state_dict(_source_embedding_norm(source).state_dict())
     mapping = core.encoder.embedding_hidden_mapping_in
     mapping.weight.copy_(torch.eye(mapping.weight.shape[0]))
     mapping.bias.zero_()
@@ -273,7 +282,7 @@ def embedding_sums_moment(student: nn.Module, source: nn.Module, words: torch.Te
             z = z + pos[positions[i : i + chunk] + offset].float()
         if typ is not None:
             z = z + typ[types[i : i + chunk]].float()
-        z = z - z.mean(1, keepdim=True)
+        z = _centred(z)
         moment += z.T @ z
     return moment, len(ids)
 
@@ -307,7 +316,7 @@ def svd_embeddings(student: nn.Module, source: nn.Module, words: torch.Tensor | 
     words = (source.get_input_embeddings().weight if words is None else words).float()
     H, E = words.shape[1], core.config.embedding_size
     k = min(E - 1, H)  # one of E's directions goes to LN_E's centring
-    centred = words - words.mean(1, keepdim=True)
+    centred = _centred(words)
     if moment is None:
         _, S, Vh = torch.linalg.svd(centred, full_matrices=False)
         basis = Vh[:k].T  # [H, k]
@@ -317,15 +326,15 @@ def svd_embeddings(student: nn.Module, source: nn.Module, words: torch.Tensor | 
     to_student = basis @ zero_mean_basis(E)[:, :k].T  # [H, E]
     core.embeddings.word_embeddings.weight.copy_(centred @ to_student)
     for table, theirs, offset in _source_tables(student, source):
-        _copy_rows(table, None if theirs is None else theirs - theirs.mean(1, keepdim=True), offset, to_student)
-    norm = source.base_model.embeddings.get_submodule(family_of(source.config).embedding_names["LayerNorm"])
+        _copy_rows(table, None if theirs is None else _centred(theirs), offset, to_student)
+    norm = _source_embedding_norm(source)
     core.embeddings.LayerNorm.weight.fill_(1.0)
     core.embeddings.LayerNorm.bias.zero_()
     mapping = core.encoder.embedding_hidden_mapping_in
     mapping.weight.copy_((H / E) ** 0.5 * norm.weight[:, None] * to_student)
     mapping.bias.copy_(norm.bias)
-    energy, kept = centred.pow(2).sum(1), (centred @ basis).pow(2).sum(1)  # ||x B B^T|| = ||x B||: B orthonormal
-    kept = {"kept_table": round((kept.sum() / energy.sum()).item(), 4)}
+    energy, in_basis = centred.pow(2).sum(1), (centred @ basis).pow(2).sum(1)  # ||x B B^T|| = ||x B||: B orthonormal
+    kept = {"kept_table": round((in_basis.sum() / energy.sum()).item(), 4)}
     if moment is not None:
         kept["kept_train"] = round((torch.trace(basis.T @ moment @ basis) / torch.trace(moment)).item(), 4)
     return S, kept
