@@ -132,16 +132,30 @@ SHAPE_FIELDS = {"num_hidden_layers": "student.num_layers", "num_attention_heads"
 TANH_GELU = {"gelu_new", "gelu_pytorch_tanh"}  # one function (TF's gelu), two implementations
 
 
+def _load_albert(cls, path: str | Path, field: str):
+    """``cls.from_pretrained(path)`` (a model or its config), or a one-line error naming ``field``."""
+    try:
+        return cls.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{field}={path} cannot be loaded as ALBERT ({type(err).__name__}: "
+                          f"{(str(err).strip().splitlines() or [''])[0][:120]}); give a Hugging Face ALBERT directory") from None
+
+
+def saved_settings(path: str | Path, field: str) -> dict:
+    """The settings a saved ALBERT body was built with that no student.* field sets: its token-type rows and
+    LayerNorm epsilon. A student that starts from it is built with them: a general stage builds its student with its
+    own source's (e.g. MiniLM's two token types and 1e-12), which need not be the task teacher's (MPNet's one and
+    1e-5)."""
+    config = _load_albert(AlbertConfig, path, field)
+    return {"type_vocab_size": config.type_vocab_size, "layer_norm_eps": config.layer_norm_eps}
+
+
 def load_albert_body(student: nn.Module, path: str | Path, vocab: dict[str, int], field: str) -> None:
     """Load a saved ALBERT's body (a general student, a converted pretrained ALBERT) into ``student``; its
     head stays as built. ``vocab``: the teacher tokenizer's token -> id, which a tokenizer saved with ``path``
     must equal (same size is not enough: a permuted vocabulary would load silently). ``field``: the config
     field that named ``path``, for the error."""
-    try:
-        source = AlbertModel.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{field}={path} cannot be loaded as ALBERT ({type(err).__name__}: "
-                          f"{(str(err).strip().splitlines() or [''])[0][:120]}); give a Hugging Face ALBERT directory") from None
+    source = _load_albert(AlbertModel, path, field)
     if source.config.vocab_size != len(vocab):
         raise ConfigError(
             f"{field}={path} has a vocabulary of {source.config.vocab_size} but the teacher's tokenizer has {len(vocab)}; "

@@ -248,6 +248,22 @@ def test_every_stage_runs_on_a_teacher_of_the_family(tmp_path, family):
         init = sliced["student_init"]
         assert init["teacher"] == str(ws / "bert") and "approximate" not in init
         assert init["vocab_matched"] == init["vocab_size"] - 1  # all but 'cinema': specials matched by role
+        # a general student started from that slice, shared and factorised (mpnet_shared_general): it is built with
+        # BERT's two token types and epsilon, not MPNet's one and 1e-5, and the task stage builds its student alike
+        shared = [*wide, "student.embedding_size=8", "student.sharing=all", "stage.init.shared_block=mean"]
+        run(compose_cfg(ws, "stage=general", *shared, f"stage.init.source={ws / 'bert'}", "stage.init.layers=teacher",
+                        "stage.init.embedding=svd_train", f"run_dir={tmp_path / 'general_slice'}"))
+        from_general = run(compose_cfg(ws, "recipe=base_teacher", *shared, "stage.init.layers=random",
+                                       "stage.init.embedding=random", "stage.init.head=random",
+                                       f"general_student={tmp_path / 'general_slice' / 'model'}",
+                                       f"run_dir={tmp_path / 'from_general'}"))
+        assert from_general["student_init"] == {"general_student": str(tmp_path / "general_slice" / "model")}
+        saved = {name: json.loads((tmp_path / name / "model" / "config.json").read_text())
+                 for name in ("general_slice", "from_general")}
+        bert = json.loads((ws / "bert" / "config.json").read_text())
+        assert json.loads((finetuned / "config.json").read_text())["layer_norm_eps"] != bert["layer_norm_eps"]
+        for key in ("type_vocab_size", "layer_norm_eps"):
+            assert saved["from_general"][key] == saved["general_slice"][key] == bert[key]
         # the MPNet screen's fullest row (distill/studies/mpnet_screen.yaml): augmented data (neighbours: no masked-LM
         # head), hidden states through W_h and Q/K/V relations with the logits; later epochs read all three stores
         layers = run(compose_cfg(ws, "recipe=fast", *wide, f"stage.init.source={ws / 'bert'}", "augment.enabled=true",

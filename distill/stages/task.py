@@ -31,7 +31,7 @@ from distill.hf import load_model, load_tokenizer
 from distill.model_card import write_task_card
 from distill.objective import Objective
 from distill.projections import ProjectionCarry
-from distill.student import build_student, load_albert_body, parameter_counts
+from distill.student import build_student, load_albert_body, parameter_counts, saved_settings
 from distill.student_init import copy_teacher_head, initialise, load_source, logits_gap, student_settings, student_shape
 from distill.teacher import FrozenTeacher
 from distill.teacher_cache import teacher_for_phases, teacher_sources
@@ -118,10 +118,10 @@ def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map, train_
     copies = cfg.init_source() if not from_general else None
     source, source_tokenizer = load_source(copies, teacher.model, "teacher.finetuned")
     labels = cfg.task.label_config()
-    student = build_student(
-        student_shape(init, cfg.student, source.config), tokenizer, num_labels=labels.pop("num_labels"),
-        **student_settings(init, source.config), **labels,
-    )
+    # a general student's settings are the source's it was built from, which need not be this teacher's
+    settings = saved_settings(general, "general_student") if from_general else student_settings(init, source.config)
+    student = build_student(student_shape(init, cfg.student, source.config), tokenizer,
+                            num_labels=labels.pop("num_labels"), **settings, **labels)
     if from_general:
         load_albert_body(student, general, tokenizer.get_vocab(), field="general_student")
         done = {"general_student": str(general)}
