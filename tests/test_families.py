@@ -264,6 +264,19 @@ def test_every_stage_runs_on_a_teacher_of_the_family(tmp_path, family):
         assert json.loads((finetuned / "config.json").read_text())["layer_norm_eps"] != bert["layer_norm_eps"]
         for key in ("type_vocab_size", "layer_norm_eps"):
             assert saved["from_general"][key] == saved["general_slice"][key] == bert[key]
+        # its head, when copied, comes from stage.init.source (the slice's BERT), as the checks read it, not the teacher
+        from distill.hf import load_model, load_tokenizer
+        from distill.stages.task import build_task_student
+        from distill.teacher import FrozenTeacher
+
+        headed = compose_cfg(ws, "recipe=base_teacher", *shared, "stage.init.layers=random", "stage.init.embedding=random",
+                             f"stage.init.source={ws / 'bert'}", f"general_student={tmp_path / 'general_slice' / 'model'}")
+        mpnet = FrozenTeacher(load_model(str(finetuned), head="sequence_classification", trained_head=True))
+        student, done = build_task_student(headed, load_tokenizer(str(finetuned)), mpnet, None)
+        assert done == {"general_student": str(tmp_path / "general_slice" / "model"), "head": "teacher"}
+        bert_model = load_model(str(ws / "bert"))
+        bert_pooler = family_of(bert_model.config).head(bert_model)[0]
+        assert torch.equal(student.albert.pooler.weight, bert_pooler.weight)
         # the MPNet screen's fullest row (distill/studies/mpnet_screen.yaml): augmented data (neighbours: no masked-LM
         # head), hidden states through W_h and Q/K/V relations with the logits; later epochs read all three stores
         layers = run(compose_cfg(ws, "recipe=fast", *wide, f"stage.init.source={ws / 'bert'}", "augment.enabled=true",

@@ -115,8 +115,8 @@ def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map, train_
     init = cfg.stage.init
     general = cfg.general_student_dir()
     from_general = init.layers == "random" and general is not None
-    copies = cfg.init_source() if not from_general else None
-    source, source_tokenizer = load_source(copies, teacher.model, "teacher.finetuned")
+    # from a general student only the head is copied (stage.init.head=teacher), from the same source as otherwise
+    source, source_tokenizer = load_source(cfg.init_source(), teacher.model, "teacher.finetuned")
     labels = cfg.task.label_config()
     # a general student's settings are the source's it was built from, which need not be this teacher's
     settings = saved_settings(general, "general_student") if from_general else student_settings(init, source.config)
@@ -126,7 +126,7 @@ def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map, train_
         load_albert_body(student, general, tokenizer.get_vocab(), field="general_student")
         done = {"general_student": str(general)}
         if init.head == "teacher":
-            copy_teacher_head(student, teacher.model)
+            copy_teacher_head(student, source)
             done["head"] = "teacher"
         return student, done
     return student, {"teacher": str(source.name_or_path), "source": init.source,
