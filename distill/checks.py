@@ -107,6 +107,17 @@ def init_problems(cfg: Config) -> list[str]:
             and not (Path(general) / "config.json").is_file():
         out.append(f"general_student={general} is not a saved model directory (no config.json); point it at a general "
                    f"stage's model/ directory, or use general_student={GENERAL_STUDENT_AUTO} or null")
+    general_dir = cfg.general_student_dir() if cfg.stage.name == "task" and init.layers == "random" else None
+    if general_dir is not None:
+        # the task stage then starts from the general student and copies only stage.init.head: ignore nothing silently
+        if init.embedding != "random":
+            out.append(f"stage.init.embedding={init.embedding} would be ignored: with stage.init.layers=random the task "
+                       f"stage starts from the general student {general_dir} and keeps its embedding; set "
+                       f"stage.init.embedding=random, or general_student=null to build it from stage.init.source")
+        if init.albert_dir:
+            out.append(f"stage.init.albert_dir={init.albert_dir} would be ignored: with stage.init.layers=random the "
+                       f"task stage starts from the general student {general_dir}; set general_student=null to start "
+                       f"from the converted ALBERT")
     if cfg.stage.name == "task" and (init.layers, init.embedding) == ("random", "random") and not init.albert_dir \
             and general == GENERAL_STUDENT_AUTO and cfg.general_student_dir() is None:
         out.append(f"stage=task would start a random student: there is no general student at {cfg.runs_root}/general/"

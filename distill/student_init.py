@@ -12,15 +12,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+from pathlib import Path
 
 import pyarrow.compute as pc
 import torch
 from torch import nn
 
 from distill.config import FACTORISED_EMBEDDINGS, StudentInit
+from distill.errors import ConfigError
 from distill.families import Family, family_of
 from distill.layer_map import LayerMap
-from distill.student import _albert_core, load_albert_body
+from distill.student import _albert_core, load_albert_body, saved_settings
 from distill.vocab import transplant_embeddings
 
 log = logging.getLogger("distill")
@@ -47,12 +49,23 @@ def student_shape(init: StudentInit, shape, source_cfg):
     return shape
 
 
-def student_settings(init: StudentInit, source_cfg) -> dict:
-    """ALBERT config settings that come from the source: its token-type rows, and, when anything is copied, its
-    LayerNorm epsilon (RoBERTa's and MPNet's 1e-5 against BERT's 1e-12: copied norms compute what they did only
-    with their own epsilon)."""
+def student_settings(init: StudentInit, source_cfg, body: str | Path | None = None, field: str = "stage.init.albert_dir") -> dict:
+    """ALBERT config settings no student.* field sets. From the source: its token-type rows, and, when anything is
+    copied, its LayerNorm epsilon (RoBERTa's and MPNet's 1e-5 against BERT's 1e-12: copied norms compute what they
+    did only with their own epsilon). A student that starts from a saved ALBERT body (``body``, named by ``field``:
+    a general student, else ``init.albert_dir``) takes that body's instead: it was built with its own source's (a
+    general student sliced from MiniLM has two token types and 1e-12 under MPNet's one and 1e-5)."""
+    body = body or init.albert_dir
+    if body:
+        settings = saved_settings(body, field)
+        # layers or an embedding copied over the body bring the source's norms: one epsilon cannot serve both
+        if (init.layers, init.embedding) != ("random", "random") and settings["layer_norm_eps"] != source_cfg.layer_norm_eps:
+            raise ConfigError(f"{field}={body} has layer_norm_eps={settings['layer_norm_eps']} but what stage.init.layers/"
+                              f"embedding copy from stage.init.source needs {source_cfg.layer_norm_eps}; start from one "
+                              f"of them (stage.init.layers=random and stage.init.embedding=random, or unset {field})")
+        return settings
     settings = {"type_vocab_size": family_of(source_cfg).type_vocab_size(source_cfg)}
-    if "teacher" in (init.layers, init.embedding, init.head):
+    if "teacher" in (init.layers, init.embedding, init.head) or init.embedding in FACTORISED_EMBEDDINGS:
         settings["layer_norm_eps"] = source_cfg.layer_norm_eps
     return settings
 

@@ -241,6 +241,19 @@ def test_general_student_auto_reads_the_general_stage_of_this_shape(ws, tmp_path
     (saved / "config.json").write_text("{}")
     assert cfg.general_student_dir() == saved
     check(cfg)
+    # from the general student only the head is copied: an embedding or an ALBERT asked for as well is an error,
+    # not a setting ignored without a word
+    with pytest.raises(ConfigError, match=r"stage.init.embedding=svd_train would be ignored: with stage.init.layers="
+                                          r"random the task stage starts from the general student .*/model and keeps "
+                                          r"its embedding; set stage.init.embedding=random, or general_student=null"):
+        check(compose_cfg(ws, "stage=task", f"runs_root={tmp_path}", "stage.init.embedding=svd_train",
+                          f"teacher.finetuned={ws / 'finetuned'}"))
+    with pytest.raises(ConfigError, match=r"stage.init.albert_dir=.*/model would be ignored: .* set general_student="
+                                          r"null to start from the converted ALBERT"):
+        check(compose_cfg(ws, "stage=task", f"runs_root={tmp_path}", f"stage.init.albert_dir={saved}",
+                          f"teacher.finetuned={ws / 'finetuned'}"))
+    check(compose_cfg(ws, "stage=task", f"runs_root={tmp_path}", f"stage.init.albert_dir={saved}", "general_student=null",
+                      f"teacher.finetuned={ws / 'finetuned'}"))
 
 
 def test_the_random_start_refusal_comes_from_the_command_in_one_line(ws, tmp_path):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForMaskedLM
+from transformers import AutoModelForMaskedLM, BertConfig
 
 from distill.attention import use_score_attention
 from distill.config import StudentInit
@@ -17,7 +17,7 @@ from distill.layer_map import LayerMap
 from distill.objective import Objective, TokenMasker
 from distill.student import load_albert_body
 from distill.student import _albert_core, build_student
-from distill.student_init import copy_teacher_embeddings, copy_teacher_layers, svd_embeddings
+from distill.student_init import copy_teacher_embeddings, copy_teacher_layers, student_settings, svd_embeddings
 from distill.teacher import FrozenTeacher
 from distill.testing import write_tiny_teacher, write_tiny_workspace
 
@@ -216,6 +216,28 @@ def test_albert_dir_init(tokenizer, tmp_path):
                                        intermediate_size=20, sharing="all"), tokenizer, num_labels=2)
     with pytest.raises(ConfigError, match="does not match the student's shape"):
         load_albert_body(wider, str(tmp_path / "albert"), vocab, field="stage.init.albert_dir")
+
+
+def test_a_saved_albert_body_brings_its_own_settings(tokenizer, tmp_path):
+    """A student that starts from a saved ALBERT (stage.init.albert_dir, or a general student) is built with that
+    ALBERT's token-type rows and LayerNorm epsilon, not the source's: a table of another size would not load, and
+    another epsilon would load and compute something else without a word."""
+    shape = StudentShape(num_layers=2, hidden_size=16, embedding_size=8, num_heads=4, intermediate_size=20, sharing="all")
+    build_student(shape, tokenizer, type_vocab_size=1, layer_norm_eps=1e-5).save_pretrained(tmp_path / "albert")
+    bert = BertConfig(type_vocab_size=2, layer_norm_eps=1e-12)
+    body = {"type_vocab_size": 1, "layer_norm_eps": 1e-5}
+    assert student_settings(StudentInit(albert_dir=str(tmp_path / "albert")), bert) == body
+    assert student_settings(StudentInit(head="teacher"), bert, tmp_path / "albert", "general_student") == body
+    # nothing saved: the source's token types, and its epsilon only when something of it is copied
+    assert student_settings(StudentInit(), bert) == {"type_vocab_size": 2}
+    assert student_settings(StudentInit(layers="teacher"), bert) == {"type_vocab_size": 2, "layer_norm_eps": 1e-12}
+    # the source's norms copied over a body of another epsilon: one of them would compute something else
+    with pytest.raises(ConfigError, match=r"^stage.init.albert_dir=.*albert has layer_norm_eps=1e-05 but what "
+                                          r"stage.init.layers/embedding copy from stage.init.source needs 1e-12"):
+        student_settings(StudentInit(albert_dir=str(tmp_path / "albert"), layers="teacher"), bert)
+    student = build_student(shape, tokenizer, num_labels=2, **body)
+    load_albert_body(student, str(tmp_path / "albert"), tokenizer.get_vocab(), field="stage.init.albert_dir")
+    assert student.config.layer_norm_eps == 1e-5 and student.albert.embeddings.LayerNorm.eps == 1e-5
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from distill.hf import load_model, load_tokenizer
 from distill.model_card import write_task_card
 from distill.objective import Objective
 from distill.projections import ProjectionCarry
-from distill.student import build_student, load_albert_body, parameter_counts, saved_settings
+from distill.student import build_student, load_albert_body, parameter_counts
 from distill.student_init import copy_teacher_head, initialise, load_source, logits_gap, student_settings, student_shape
 from distill.teacher import FrozenTeacher
 from distill.teacher_cache import teacher_for_phases, teacher_sources
@@ -118,8 +118,7 @@ def build_task_student(cfg, tokenizer, teacher: FrozenTeacher, layer_map, train_
     # from a general student only the head is copied (stage.init.head=teacher), from the same source as otherwise
     source, source_tokenizer = load_source(cfg.init_source(), teacher.model, "teacher.finetuned")
     labels = cfg.task.label_config()
-    # a general student's settings are the source's it was built from, which need not be this teacher's
-    settings = saved_settings(general, "general_student") if from_general else student_settings(init, source.config)
+    settings = student_settings(init, source.config, *((general, "general_student") if from_general else ()))
     student = build_student(student_shape(init, cfg.student, source.config), tokenizer,
                             num_labels=labels.pop("num_labels"), **settings, **labels)
     if from_general:
