@@ -6,7 +6,7 @@ import sys
 # the command's subcommands: words -> the module whose ``main(argv) -> int`` parses the rest (distill.cli)
 TOOLS = {("bench",): "distill.bench", ("bench", "train"): "distill.reference.bench_train",
          ("bench", "precision"): "distill.bench_precision", ("cache",): "distill.caches",
-         ("convert", "albert-tf"): "distill.albert_tf",
+         ("convert", "albert-tf"): "distill.albert_tf", ("convert", "vocab"): "distill.rebase_vocab",
          ("export",): "distill.export", ("report",): "distill.report", ("study",): "distill.study"}
 
 

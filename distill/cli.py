@@ -10,6 +10,8 @@
 - ``python -m distill cache list|clear``: the teacher caches and their sizes; removing them.
 - ``python -m distill convert albert-tf <checkpoint> <output dir>``: a Google ALBERT or albert_zh TensorFlow
   checkpoint as a Hugging Face ALBERT directory (for ``stage.init.albert_dir``), without TensorFlow.
+- ``python -m distill convert vocab <source> <tokenizer> <output dir>``: an encoder reading another tokenizer's
+  vocabulary (rows matched by token string), to teach a student that must keep that vocabulary.
 - ``python -m distill study <name> [key=value ...] [--keep results/<name>]``: a study (distill/studies/<name>.yaml):
   its runs, each skipped when finished, and its comparison table.
 
