@@ -80,4 +80,3 @@ def chinese_teacher_from(source: str | Path, name: str, texts: list[str], out_di
         "- Built by distill's asset `zh_char_minilm` so that a Chinese task runs end to end with no model hub; with a hub, "
         "use a real Chinese BERT (`teacher.name_or_path=<a Chinese BERT>`).\n"
     ))
-
