@@ -119,7 +119,7 @@ def init_problems(cfg: Config) -> list[str]:
                        f"task stage starts from the general student {general_dir}; set general_student=null to start "
                        f"from the converted ALBERT")
     if cfg.stage.name == "task" and (init.layers, init.embedding) == ("random", "random") and not init.albert_dir \
-            and general == GENERAL_STUDENT_AUTO and cfg.general_student_dir() is None:
+            and general == GENERAL_STUDENT_AUTO and general_dir is None:
         out.append(f"stage=task would start a random student: there is no general student at {cfg.runs_root}/general/"
                    f"{cfg.student.tag()}/model; run stage=general with this student first, set stage.init.layers=teacher "
                    f"to start from the teacher's layers, or general_student=null for random weights on purpose")

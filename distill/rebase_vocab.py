@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
+from distill.attention import use_fast_attention
 from distill.errors import ConfigError
 from distill.files import write_text
-from distill.hf import resolve_path
+from distill.hf import load_model, load_tokenizer
 from distill.student_init import source_word_rows
 
 
@@ -21,18 +22,12 @@ def rebase_vocabulary(source: str, tokenizer: str, out_dir: str | Path) -> dict:
     is built (``distill.student_init.source_word_rows``); the tokenizer saved beside it. Everything else is the
     source's. Such a model can teach a student that must keep ``tokenizer``'s vocabulary, e.g. a general stage
     from MiniLM whose student then learns a task from MPNet. Returns how many tokens matched."""
-    from transformers import AutoModel, AutoTokenizer
-
     out_dir = Path(out_dir)
     if (out_dir / "config.json").exists():
         raise ConfigError(f"{out_dir} already holds a model; give a new output directory")
-    try:
-        path = resolve_path(source, "source")
-        model, source_tokenizer = AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-        target = AutoTokenizer.from_pretrained(resolve_path(tokenizer, "tokenizer"))
-    except OSError as err:
-        raise ConfigError(f"cannot load {source} or {tokenizer} ({(str(err).strip().splitlines() or [''])[0][:120]}); "
-                          "give a model directory or name and a tokenizer directory or name") from None
+    # distill's loaders: their errors name the argument; the saved model keeps torch's own attention
+    model = use_fast_attention(load_model(source, field="source"))
+    source_tokenizer, target = load_tokenizer(source, field="source"), load_tokenizer(tokenizer, field="tokenizer")
     with torch.no_grad():
         rows, matched = source_word_rows(model, target, source_tokenizer)
         model.resize_token_embeddings(len(target), mean_resizing=False)
